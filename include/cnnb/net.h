@@ -1,0 +1,96 @@
+/* Networks: built from a model file (cfg.h), a list of layers (layer.h) that share one
+ * arena of trainable parameters, one of their gradients and one of non-trainable state.
+ *
+ *   cnnb_net *net;
+ *   cnnb_net_opts o = cnnb_net_opts_default();
+ *   o.max_batch = 64; o.train = 1;
+ *   if (cnnb_net_load(&net, "jobs/lenet5.cfg", &o) < 0) fprintf(stderr, "%s\n", cnnb_error_message());
+ *   cnnb_net_init_params(net, seed);
+ *   net->truth = labels; double loss = cnnb_net_train_step(net, x, n);  // forward+loss+backward
+ *   ... average net->grads across ranks, then an optimizer step on net->params ...
+ *   cnnb_net_free(net);
+ */
+#ifndef CNNB_NET_H
+#define CNNB_NET_H
+
+#include <stddef.h>
+
+#include "cnnb/cfg.h"
+#include "cnnb/layer.h"
+#include "cnnb/rng.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Hyper-parameters from [net], in Darknet's vocabulary where it has a word for them. */
+typedef struct cnnb_hparams {
+  int batch;              /* global batch (Darknet: batch) */
+  float learning_rate, momentum, decay;
+  int nmean, nstd;        /* input standardisation overrides (cnnb keys: mean=, std=) */
+  float mean[4], std[4];
+} cnnb_hparams;
+
+typedef struct cnnb_net_opts {
+  int max_batch;     /* samples per forward on this rank */
+  int train;         /* allocate deltas and gradients */
+  int input_grad;    /* also compute dL/d input (style transfer, gradient checks) */
+  int h, w, c;       /* override [net] input size when > 0 */
+  int quiet;         /* no warnings for unused Darknet keys */
+} cnnb_net_opts;
+
+struct cnnb_net {
+  cnnb_cfg cfg;              /* owned; cfg.text is stored in checkpoints */
+  cnnb_layer *layers;
+  int n;
+  cnnb_shape in;
+  int max_batch;
+  int batch;                 /* samples in the current forward, <= max_batch */
+  int train;                 /* training mode: batch statistics, dropout */
+  cnnb_hparams hp;
+  float *params, *grads;     /* trainable arena and its gradients (grads NULL if not training) */
+  size_t nparams;
+  float *state;              /* non-trainable arena (running statistics) */
+  size_t nstate;
+  float *workspace;          /* shared scratch, sized for the largest layer */
+  size_t nworkspace;
+  const float *input;        /* current input, batch x in */
+  float *input_delta;        /* dL/d input when opts.input_grad */
+  const int *truth;          /* class labels, batch of them, for loss layers */
+  const float *truth_f;      /* dense targets, for layers that take them */
+  float loss_scale;          /* multiplies dL/d output at the loss: 1/global batch */
+  cnnb_rng rng;              /* dropout masks etc.; reseeded per step by the trainer */
+  /* Called after each layer's backward (layers run last to first), so that gradient
+   * buckets can start their allreduce while earlier layers still compute. */
+  void (*backward_hook)(cnnb_net *net, int layer, void *ctx);
+  void *backward_hook_ctx;
+};
+
+cnnb_net_opts cnnb_net_opts_default(void);
+/* Builds from a model file; errors name the file, line and key. */
+int cnnb_net_load(cnnb_net **out, const char *path, const cnnb_net_opts *opts);
+/* Same from text held in memory (tests, checkpoints); name is used in messages. */
+int cnnb_net_from_string(cnnb_net **out, const char *text, const char *name, const cnnb_net_opts *opts);
+void cnnb_net_free(cnnb_net *net);
+
+/* Fills parameters from the seed (He/Xavier style per layer kind) and resets running stats. */
+void cnnb_net_init_params(cnnb_net *net, unsigned long long seed);
+/* Forward over n samples (n <= max_batch); returns the last layer's output. */
+const float *cnnb_net_forward(cnnb_net *net, const float *x, int n);
+/* Loss of the last forward (sum over the batch) and its deltas; needs a loss layer last. */
+double cnnb_net_loss(cnnb_net *net);
+/* Zeroes deltas (not gradients) then runs backward from the last layer's delta. */
+void cnnb_net_backward(cnnb_net *net);
+void cnnb_net_zero_grads(cnnb_net *net);
+/* forward + loss + backward, gradients accumulated into net->grads; returns summed loss. */
+double cnnb_net_train_step(cnnb_net *net, const float *x, int n);
+
+const cnnb_layer *cnnb_net_output_layer(const cnnb_net *net);
+size_t cnnb_net_num_trainable(const cnnb_net *net);
+/* Prints the `info` table (one row per layer and totals) to f. */
+void cnnb_net_print_summary(const cnnb_net *net, void *file);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

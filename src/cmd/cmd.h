@@ -1,0 +1,22 @@
+/* Subcommands of the cnn-batch program: each takes its argv (argv[0] is the subcommand) and
+ * returns the process exit code. MPI is initialised by main before any of them runs. */
+#ifndef CNNB_CMD_H
+#define CNNB_CMD_H
+
+/* Exit codes, documented in docs/CLI.md. */
+enum {
+  CNNB_EXIT_OK = 0,
+  CNNB_EXIT_FAIL = 1,     /* an error; the message names the file, line or rank */
+  CNNB_EXIT_USAGE = 2,    /* bad command line */
+  CNNB_EXIT_STOPPED = 3,  /* stopped by SIGTERM/SIGUSR1 after a complete checkpoint: requeue */
+};
+
+int cnnb_cmd_info(int argc, char **argv);
+int cnnb_cmd_import(int argc, char **argv);
+int cnnb_cmd_train(int argc, char **argv);
+int cnnb_cmd_eval(int argc, char **argv);
+int cnnb_cmd_predict(int argc, char **argv);
+
+/* Prints "cnn-batch: error: MESSAGE" (rank-prefixed when size > 1) to stderr. */
+void cnnb_cmd_report(const char *what);
+#endif

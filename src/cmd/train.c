@@ -1,0 +1,333 @@
+/* cnn-batch train: data-parallel SGD over MPI ranks. Every rank holds a replica; rank 0 plans
+ * each epoch's order and broadcasts it; each rank reads its slice of every global batch from
+ * the HDF5 file, and gradients are averaged by allreduce (in buckets overlapped with backward
+ * unless --allreduce=blocking). */
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cmd/args.h"
+#include "cmd/cmd.h"
+#include "cmd/job.h"
+#include "cnnb/ckpt.h"
+#include "cnnb/error.h"
+#include "cnnb/optim.h"
+
+static volatile sig_atomic_t stop_requested;
+static void on_signal(int sig) { stop_requested = sig; }
+
+static const char *usage =
+  "usage: cnn-batch train MODEL.cfg --data TRAIN.h5 [--val TEST.h5] [--epochs N] [--batch B] -o CKPT.h5\n"
+  "Trains MODEL data-parallel over the MPI ranks (mpirun -n K cnn-batch train ...): the global batch B\n"
+  "is split over ranks and gradients are averaged by allreduce. SIGTERM or SIGUSR1 make every rank\n"
+  "finish its step, write CKPT.h5 and exit with code 3 (requeue and --resume).";
+
+typedef struct train_cfg {
+  const char *model, *data, *val, *out, *resume, *metrics;
+  long epochs, batch, seed, ckpt_every, log_every, limit, max_steps;
+  double lr;
+  int optim, quiet;
+  cnnb_allreduce_mode allreduce;
+  size_t bucket_bytes;
+  cnnb_data_args da;
+} train_cfg;
+
+static int parse(int argc, char **argv, train_cfg *t)
+{
+  const char *epochs = "1", *batch = NULL, *lr = NULL, *seed = "1", *every = "0", *logev = "50", *limit = "0";
+  const char *optim = "sgd", *allr = "overlap", *bucket = "4", *maxst = "0";
+  int help_quiet = 0;
+  memset(t, 0, sizeof *t);
+  cnnb_opt opts[] = {
+    {"data", "FILE", "training images and labels (HDF5, see docs/FORMATS.md)", &t->data, NULL},
+    {"val", "FILE", "validation set evaluated after every epoch", &t->val, NULL},
+    {"output", "FILE", "checkpoint to write (-o)", &t->out, NULL},
+    {"epochs", "N", "epochs to train (default 1)", &epochs, NULL},
+    {"batch", "B", "global batch over all ranks (default: [net] batch)", &batch, NULL},
+    {"lr", "X", "learning rate (default: [net] learning_rate)", &lr, NULL},
+    {"seed", "S", "seed of initialisation, order and dropout (default 1)", &seed, NULL},
+    {"optimizer", "sgd|adam", "optimizer (default sgd with [net] momentum and decay)", &optim, NULL},
+    {"resume", "CKPT", "continue from a checkpoint", &t->resume, NULL},
+    {"checkpoint-every", "N", "also write the checkpoint every N steps (default: each epoch)", &every, NULL},
+    {"allreduce", "overlap|blocking", "gradient averaging (default overlap)", &allr, NULL},
+    {"bucket-mb", "MB", "gradient bucket size for the overlapped allreduce (default 4)", &bucket, NULL},
+    {"log-every", "N", "progress every N steps (default 50)", &logev, NULL},
+    {"metrics", "FILE.csv", "append step, epoch, loss, accuracy, lr, images/s rows", &t->metrics, NULL},
+    {"limit", "N", "use only the first N training images", &limit, NULL},
+    {"max-steps", "N", "stop after N steps in total (tests)", &maxst, NULL},
+    {"images-name", "NAME", "images dataset (default images)", &t->da.images_name, NULL},
+    {"labels-name", "NAME", "labels dataset (default labels)", &t->da.labels_name, NULL},
+    {"mean", "M[,M..]", "input mean per channel, on the [0,1] scale", &t->da.mean, NULL},
+    {"std", "S[,S..]", "input standard deviation per channel", &t->da.std, NULL},
+    {"quiet", NULL, "print only errors and the final line", NULL, &help_quiet},
+    {NULL, NULL, NULL, NULL, NULL}};
+  const char *pos[1];
+  int npos;
+  int rc = cnnb_args_parse(argc, argv, usage, opts, pos, 1, &npos);
+  if (rc) return rc;
+  t->quiet = help_quiet;
+  if (npos != 1 || !t->data || !t->out) {
+    fprintf(stderr, "cnn-batch train: needs MODEL.cfg, --data and -o\n%s\n", usage);
+    return -1;
+  }
+  t->model = pos[0];
+  long bmb = 4;
+  if (cnnb_arg_long("train", "epochs", epochs, 0, 1000000, &t->epochs) ||
+      (batch && cnnb_arg_long("train", "batch", batch, 1, 1 << 24, &t->batch)) ||
+      cnnb_arg_long("train", "seed", seed, 0, 0x7fffffffL, &t->seed) ||
+      cnnb_arg_long("train", "checkpoint-every", every, 0, 1L << 40, &t->ckpt_every) ||
+      cnnb_arg_long("train", "log-every", logev, 1, 1L << 40, &t->log_every) ||
+      cnnb_arg_long("train", "limit", limit, 0, 1L << 40, &t->limit) ||
+      cnnb_arg_long("train", "max-steps", maxst, 0, 1L << 40, &t->max_steps) ||
+      cnnb_arg_long("train", "bucket-mb", bucket, 1, 4096, &bmb) ||
+      (lr && cnnb_arg_float("train", "lr", lr, 0, 1e3, &t->lr)))
+    return -1;
+  t->bucket_bytes = (size_t)bmb << 20;
+  if ((t->optim = cnnb_optim_parse(optim)) < 0) {
+    fprintf(stderr, "cnn-batch train: --optimizer: '%s' is not sgd or adam\n", optim);
+    return -1;
+  }
+  if (!strcmp(allr, "overlap"))
+    t->allreduce = CNNB_ALLREDUCE_OVERLAP;
+  else if (!strcmp(allr, "blocking"))
+    t->allreduce = CNNB_ALLREDUCE_BLOCKING;
+  else {
+    fprintf(stderr, "cnn-batch train: --allreduce: '%s' is not overlap or blocking\n", allr);
+    return -1;
+  }
+  if (!lr) t->lr = -1;
+  return 0;
+}
+
+static void fmt_eta(double s, char *buf, size_t n)
+{
+  if (!(s >= 0) || s > 1e7) s = 0;
+  long t = (long)s;
+  if (t >= 3600)
+    snprintf(buf, n, "%ldh%02ldm", t / 3600, t / 60 % 60);
+  else
+    snprintf(buf, n, "%ldm%02lds", t / 60, t % 60);
+}
+
+/* Rank 0 writes; every rank learns the outcome. */
+static int save(const cnnb_dist *d, const char *path, cnnb_net *net, cnnb_optim *opt, const cnnb_ckpt_meta *m)
+{
+  int rc = d->rank == 0 ? cnnb_ckpt_save(path, net, opt, m) : 0;
+  return cnnb_dist_agree(d, rc);
+}
+
+int cnnb_cmd_train(int argc, char **argv)
+{
+  cnnb_dist d;
+  cnnb_dist_init(&d, MPI_COMM_WORLD);
+  train_cfg t;
+  int prc = parse(argc, argv, &t);
+  if (prc) return prc > 0 ? CNNB_EXIT_OK : CNNB_EXIT_USAGE;
+  if (d.rank != 0) cnnb_log_set_level(CNNB_LOG_ERROR);
+
+  cnnb_net *net = NULL;
+  cnnb_dataset *ds = NULL, *val = NULL;
+  cnnb_optim opt;
+  memset(&opt, 0, sizeof opt);
+  cnnb_grad_sync gs;
+  memset(&gs, 0, sizeof gs);
+  float *x = NULL;
+  int *lab = NULL;
+  long *perm = NULL;
+  FILE *metrics = NULL;
+  int exit_code = CNNB_EXIT_FAIL;
+
+  /* The global batch comes from the flag or [net]; read the cfg once to know it. */
+  cnnb_net_opts no = cnnb_net_opts_default();
+  no.max_batch = 0;
+  no.quiet = 1;
+  int rc = cnnb_net_load(&net, t.model, &no);
+  long B = 0;
+  if (!rc) {
+    B = t.batch ? t.batch : net->hp.batch;
+    cnnb_net_free(net);
+    net = NULL;
+    if (B < d.size) rc = cnnb_error(CNNB_EINVAL, "global batch %ld is smaller than the %d ranks", B, d.size);
+  }
+  if (!rc) {
+    no.max_batch = (int)((B + d.size - 1) / d.size);
+    no.train = 1;
+    no.quiet = d.rank != 0;
+    rc = cnnb_net_load(&net, t.model, &no);
+  }
+  if (!rc && !cnnb_net_output_layer(net)->ops->loss)
+    rc = cnnb_error(CNNB_ECFG, "%s: the last layer must be a loss layer such as [softmax] to train", t.model);
+  if (!rc) rc = cnnb_job_open_data(&ds, t.data, net, &t.da, 1);
+  if (!rc && t.val) rc = cnnb_job_open_data(&val, t.val, net, &t.da, 1);
+  rc = cnnb_dist_agree(&d, rc);
+  if (rc) goto done;
+
+  long N = cnnb_dataset_count(ds);
+  if (t.limit && t.limit < N) N = t.limit;
+  if (N < B) B = N; /* a tiny set still trains: one batch per epoch */
+  long steps_per_epoch = (N + B - 1) / B;
+  float lr = t.lr >= 0 ? (float)t.lr : net->hp.learning_rate;
+
+  cnnb_net_init_params(net, (unsigned long long)t.seed);
+  rc = cnnb_optim_init(&opt, (cnnb_optim_kind)t.optim, net);
+  if (!rc) rc = cnnb_grad_sync_init(&gs, net, &d, t.allreduce, t.bucket_bytes);
+  cnnb_ckpt_meta meta = {0};
+  meta.seed = (unsigned long long)t.seed;
+  if (!rc && t.resume) {
+    rc = cnnb_ckpt_load(t.resume, net, &opt, &meta);
+    if (!rc && meta.seed != (unsigned long long)t.seed && d.rank == 0)
+      cnnb_log(CNNB_LOG_WARN, "%s was trained with seed %llu; continuing with its seed", t.resume, meta.seed);
+    if (!rc) t.seed = (long)meta.seed;
+    if (!rc && meta.world_size && meta.world_size != d.size && d.rank == 0)
+      cnnb_log(CNNB_LOG_WARN, "%s was written by %d ranks, resuming on %d: not bit-identical to an uninterrupted run",
+               t.resume, meta.world_size, d.size);
+  }
+  x = malloc((size_t)no.max_batch * cnnb_shape_size(net->in) * sizeof *x);
+  lab = malloc((size_t)no.max_batch * sizeof *lab);
+  perm = malloc((size_t)cnnb_dataset_count(ds) * sizeof *perm);
+  if (!rc && (!x || !lab || !perm)) rc = cnnb_error(CNNB_ENOMEM, "out of memory for batches");
+  if (!rc && d.rank == 0 && t.metrics) {
+    int fresh = access(t.metrics, F_OK) != 0;
+    metrics = fopen(t.metrics, "a");
+    if (!metrics) rc = cnnb_error(CNNB_EIO, "%s: cannot open metrics file", t.metrics);
+    else if (fresh) fprintf(metrics, "step,epoch,loss,accuracy,learning_rate,images_per_s\n");
+  }
+  rc = cnnb_dist_agree(&d, rc);
+  if (rc) goto done;
+  /* Identical replicas: rank 0's parameters win (initialisation is deterministic anyway). */
+  MPI_Bcast(net->params, (int)net->nparams, MPI_FLOAT, 0, d.comm);
+  MPI_Bcast(net->state, (int)net->nstate, MPI_FLOAT, 0, d.comm);
+
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = on_signal;
+  sigaction(SIGTERM, &sa, NULL);
+  sigaction(SIGUSR1, &sa, NULL);
+
+  const int tty = isatty(1) && !t.quiet;
+  const cnnb_layer *last = cnnb_net_output_layer(net);
+  const int K = cnnb_job_num_outputs(net);
+  if (d.rank == 0 && !t.quiet)
+    printf("train %s: %zu parameters, %ld images of %s, global batch %ld on %d rank%s, %ld steps/epoch, lr %g\n",
+           t.model, net->nparams, N, t.data, B, d.size, d.size > 1 ? "s" : "", steps_per_epoch, lr);
+  long long step = meta.step;
+  long epoch0 = (long)meta.epoch, estep0 = (long)meta.epoch_step;
+  double t_start = cnnb_now(), t_win = t_start, win_loss = 0, win_correct = 0, win_n = 0;
+  long long img_since = 0;
+  int stopped = 0;
+  for (long epoch = epoch0; epoch < t.epochs && !rc && !stopped; epoch++) {
+    rc = cnnb_dist_epoch_plan(&d, (unsigned long long)t.seed, epoch, cnnb_dataset_count(ds), perm);
+    if (rc) break;
+    if (t.limit) {
+      /* Keep the order but only rows inside the limit. */
+      long k = 0;
+      for (long i = 0; i < cnnb_dataset_count(ds); i++)
+        if (perm[i] < N) perm[k++] = perm[i];
+    }
+    for (long s = epoch == epoch0 ? estep0 : 0; s < steps_per_epoch && !rc; s++) {
+      long b0 = s * B, bn = N - b0 < B ? N - b0 : B, lo, hi;
+      cnnb_dist_slice(&d, bn, &lo, &hi);
+      int m = (int)(hi - lo);
+      cnnb_net_zero_grads(net);
+      net->loss_scale = 1.0f / (float)bn;
+      cnnb_rng_seed(&net->rng, (uint64_t)t.seed, (uint64_t)d.rank + 1, (uint64_t)epoch, (uint64_t)s);
+      double st[4] = {0, 0, 0, 0}; /* loss sum, correct, samples, stop */
+      if (m > 0) {
+        rc = cnnb_dataset_read(ds, perm + b0 + lo, m, x, lab);
+        if (!rc) {
+          net->truth = lab;
+          st[0] = cnnb_net_train_step(net, x, m);
+          for (int i = 0; i < m; i++) {
+            const float *p = last->output + (size_t)i * K;
+            int best = 0;
+            for (int j = 1; j < K; j++)
+              if (p[j] > p[best]) best = j;
+            st[1] += best == lab[i];
+          }
+          st[2] = m;
+        }
+      }
+      rc = cnnb_dist_agree(&d, rc);
+      if (rc) break;
+      rc = cnnb_grad_sync_finish(&gs);
+      st[3] = stop_requested ? 1 : 0;
+      MPI_Allreduce(MPI_IN_PLACE, st, 4, MPI_DOUBLE, MPI_SUM, d.comm);
+      if (!isfinite(st[0])) {
+        rc = cnnb_error(CNNB_ENUM, "epoch %ld step %ld: the loss is not finite (%g): learning rate %g too high? "
+                        "no checkpoint written for this step", epoch + 1, s + 1, st[0], lr);
+        break;
+      }
+      cnnb_optim_step(&opt, net->params, net->grads, lr);
+      step++;
+      img_since += (long long)st[2];
+      win_loss += st[0], win_correct += st[1], win_n += st[2];
+      meta.step = step;
+      meta.epoch = epoch;
+      meta.epoch_step = s + 1;
+      meta.images_seen += (long long)st[2];
+      meta.world_size = d.size;
+      meta.global_batch = (int)B;
+      int last_step = s + 1 == steps_per_epoch;
+      if (d.rank == 0 && ((s + 1) % t.log_every == 0 || last_step)) {
+        double now = cnnb_now(), ips = img_since / fmax(now - t_win, 1e-9);
+        double done_frac = ((double)(epoch - epoch0) * steps_per_epoch + s + 1 - estep0) /
+                           fmax(1.0, (double)(t.epochs - epoch0) * steps_per_epoch - estep0);
+        char eta[32];
+        fmt_eta((now - t_start) / fmax(done_frac, 1e-9) * (1 - done_frac), eta, sizeof eta);
+        if (!t.quiet) {
+          printf("%sepoch %ld/%ld step %ld/%ld loss %.4f acc %.4f %.0f img/s left %s%s", tty ? "\r" : "", epoch + 1,
+                 t.epochs, s + 1, steps_per_epoch, win_loss / win_n, win_correct / win_n, ips, eta,
+                 tty ? "   " : "\n");
+          fflush(stdout);
+        }
+        if (metrics)
+          fprintf(metrics, "%lld,%ld,%.6f,%.6f,%g,%.1f\n", step, epoch + 1, win_loss / win_n, win_correct / win_n, lr,
+                  ips);
+        t_win = now, img_since = 0, win_loss = win_correct = win_n = 0;
+      }
+      if (st[3] > 0) {
+        stopped = 1;
+        break;
+      }
+      if (t.ckpt_every && step % t.ckpt_every == 0 && !last_step) rc = save(&d, t.out, net, &opt, &meta);
+      if (t.max_steps && step >= t.max_steps) {
+        stopped = 2;
+        break;
+      }
+    }
+    if (rc) break;
+    if (!stopped || meta.epoch_step == steps_per_epoch) {
+      meta.epoch = epoch + 1;
+      meta.epoch_step = 0;
+    }
+    if (tty && d.rank == 0) printf("\n");
+    if (val && (!stopped || meta.epoch_step == 0) && meta.epoch_step == 0) {
+      double vl, va;
+      rc = cnnb_job_evaluate(&d, net, val, 0, &vl, &va);
+      if (!rc && d.rank == 0) printf("epoch %ld validation: loss %.4f accuracy: %.4f\n", epoch + 1, vl, va);
+    }
+    if (!rc) rc = save(&d, t.out, net, &opt, &meta);
+  }
+  if (!rc && t.epochs == epoch0 && !stopped) rc = save(&d, t.out, net, &opt, &meta);
+  if (rc) goto done;
+  if (d.rank == 0 && !t.quiet)
+    printf("%s %s after %lld steps (%.1f s)\n", stopped == 1 ? "stopped by signal: checkpoint" : "wrote", t.out, step,
+           cnnb_now() - t_start);
+  exit_code = stopped == 1 ? CNNB_EXIT_STOPPED : CNNB_EXIT_OK;
+
+done:
+  if (rc) cnnb_job_fail(&d, "train");
+  if (metrics) fclose(metrics);
+  free(x);
+  free(lab);
+  free(perm);
+  cnnb_grad_sync_free(&gs);
+  cnnb_optim_free(&opt);
+  cnnb_dataset_close(ds);
+  cnnb_dataset_close(val);
+  cnnb_net_free(net);
+  return exit_code;
+}

@@ -1,0 +1,72 @@
+/* Activations in Darknet's vocabulary. Derivatives are written in terms of the activated output
+ * y so that backward needs no copy of the pre-activation values. */
+#include <math.h>
+#include <string.h>
+
+#include "cnnb/layer.h"
+
+static const char *const act_names[CNNB_ACT_COUNT] = {"linear", "relu", "leaky", "logistic", "tanh",
+                                                      "relu6"};
+
+int cnnb_act_parse(const char *name)
+{
+  if (!name) return -1;
+  for (int i = 0; i < CNNB_ACT_COUNT; i++)
+    if (!strcmp(name, act_names[i])) return i;
+  if (!strcmp(name, "sigmoid")) return CNNB_ACT_SIGMOID; /* common synonym, same function */
+  return -1;
+}
+
+const char *cnnb_act_name(cnnb_act a)
+{
+  return (a >= 0 && a < CNNB_ACT_COUNT) ? act_names[a] : "unknown";
+}
+
+void cnnb_act_forward(cnnb_act a, float *x, size_t n)
+{
+  size_t i;
+  switch (a) {
+  case CNNB_ACT_LINEAR: break;
+  case CNNB_ACT_RELU:
+    for (i = 0; i < n; i++) x[i] = x[i] > 0.f ? x[i] : 0.f;
+    break;
+  case CNNB_ACT_LEAKY:
+    for (i = 0; i < n; i++) x[i] = x[i] > 0.f ? x[i] : 0.1f * x[i];
+    break;
+  case CNNB_ACT_SIGMOID:
+    for (i = 0; i < n; i++) x[i] = 1.f / (1.f + expf(-x[i]));
+    break;
+  case CNNB_ACT_TANH:
+    for (i = 0; i < n; i++) x[i] = tanhf(x[i]);
+    break;
+  case CNNB_ACT_RELU6:
+    for (i = 0; i < n; i++) x[i] = x[i] < 0.f ? 0.f : (x[i] > 6.f ? 6.f : x[i]);
+    break;
+  default: break;
+  }
+}
+
+void cnnb_act_backward(cnnb_act a, const float *y, float *delta, size_t n)
+{
+  size_t i;
+  switch (a) {
+  case CNNB_ACT_LINEAR: break;
+  case CNNB_ACT_RELU:
+    for (i = 0; i < n; i++) if (!(y[i] > 0.f)) delta[i] = 0.f;
+    break;
+  case CNNB_ACT_LEAKY:
+    /* y > 0 exactly when x > 0 because the slope is positive */
+    for (i = 0; i < n; i++) if (!(y[i] > 0.f)) delta[i] *= 0.1f;
+    break;
+  case CNNB_ACT_SIGMOID:
+    for (i = 0; i < n; i++) delta[i] *= y[i] * (1.f - y[i]);
+    break;
+  case CNNB_ACT_TANH:
+    for (i = 0; i < n; i++) delta[i] *= 1.f - y[i] * y[i];
+    break;
+  case CNNB_ACT_RELU6:
+    for (i = 0; i < n; i++) if (!(y[i] > 0.f && y[i] < 6.f)) delta[i] = 0.f;
+    break;
+  default: break;
+  }
+}

@@ -1,0 +1,30 @@
+/* Private HDF5 helpers shared by the dataset reader, the importer and the output writer. */
+#ifndef CNNB_IO_H5UTIL_H
+#define CNNB_IO_H5UTIL_H
+
+#include <hdf5.h>
+
+/* Turns off HDF5's automatic error stack printing so that only our one-line message shows. */
+void cnnb_h5_quiet(void);
+/* 0 if PATH is a regular HDF5 file, else CNNB_EIO with "PATH: no such file" or
+ * "PATH: not an HDF5 file". */
+int cnnb_h5_check_file(const char *path);
+/* Attribute writers on loc (file, group or dataset); 0 or a negative HDF5 result. */
+int cnnb_h5_attr_int(hid_t loc, const char *name, long long v, hid_t type);
+int cnnb_h5_attr_str(hid_t loc, const char *name, const char *s);
+int cnnb_h5_attr_str_array(hid_t loc, const char *name, const char *const *s, int n);
+int cnnb_h5_attr_f32_array(hid_t loc, const char *name, const float *v, int n);
+/* Reads an integer scalar attribute; 1 if read, 0 if absent or not a scalar integer. */
+int cnnb_h5_attr_get_int(hid_t loc, const char *name, long long *v);
+/* Reads a float array attribute of exactly n elements; 1 if read, 0 if absent, -1 if the
+ * attribute exists with another size or a non-numeric type. */
+int cnnb_h5_attr_get_f32_array(hid_t loc, const char *name, float *v, int n);
+/* Reads a string attribute: an array of strings (variable or fixed length) or one string that
+ * is split at commas. Returns the count (>= 0; 0 when absent) and a malloc'ed array of
+ * malloc'ed strings in *out (free with cnnb_h5_free_strs); negative on allocation failure. */
+int cnnb_h5_attr_get_strs(hid_t loc, const char *name, char ***out);
+void cnnb_h5_free_strs(char **s, int n);
+/* Short name of an HDF5 type for messages ("uint8", "int64", "float32", "string", ...). */
+const char *cnnb_h5_type_name(hid_t type);
+
+#endif

@@ -1,0 +1,42 @@
+/* Private: the batch-normalisation arithmetic shared by [batchnorm] and by [convolutional] and
+ * [connected] with batch_normalize=1, so that all three train and infer identically.
+ *
+ * Per channel f over m = batch*spatial values (NCHW):
+ *   training:  mean, var = batch statistics, var UNBIASED (sum/(m-1)) as Darknet's variance_cpu;
+ *              rolling = 0.99*rolling + 0.01*batch (Darknet's momentum)
+ *   inference: mean, var = rolling statistics
+ *   xhat = (x - mean) / sqrt(var + 1e-5),  y = scales*xhat + biases
+ * Backward is the exact derivative of this forward (Darknet's own backward divides by m where
+ * its forward divided by m-1; we stay consistent so gradient checks hold). */
+#ifndef CNNB_BATCHNORM_IMPL_H
+#define CNNB_BATCHNORM_IMPL_H
+
+#include <stddef.h>
+
+#include "cnnb/layer.h"
+
+#define CNNB_BN_EPS 1e-5f
+#define CNNB_BN_MOMENTUM 0.99f
+
+typedef struct cnnb_bn {
+  int c, spatial, max_batch;
+  int p_scales, p_biases, p_mean, p_var; /* indices in l->param */
+  float *xhat;                           /* max_batch*c*spatial, kept for backward */
+  float *mean, *inv_std;                 /* c each: the statistics of the last forward */
+} cnnb_bn;
+
+/* Declares scales, biases (trainable) and rolling_mean, rolling_variance (state) on l, in that
+ * order, and allocates the buffers. On failure frees what it allocated. */
+int cnnb_bn_setup(cnnb_bn *bn, cnnb_layer *l, int c, int spatial, int max_batch);
+/* scales 1, biases 0, rolling mean 0, rolling variance 1. */
+void cnnb_bn_init(cnnb_bn *bn, cnnb_layer *l);
+/* Normalises x (batch samples of c*spatial) in place, then scales and shifts. */
+void cnnb_bn_forward(cnnb_bn *bn, cnnb_layer *l, float *x, int batch, int train);
+/* From dy = dL/dy computes dL/dx: written into dx (which may alias dy) when accumulate is 0,
+ * added into dx when 1; dx may be NULL (parameter gradients only). Adds dL/dscales and
+ * dL/dbiases into their grads when those exist. */
+void cnnb_bn_backward(cnnb_bn *bn, cnnb_layer *l, const float *dy, float *dx, int batch, int train,
+                      int accumulate);
+void cnnb_bn_free(cnnb_bn *bn);
+
+#endif

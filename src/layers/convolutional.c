@@ -1,0 +1,203 @@
+/* [convolutional]: 2-D cross-correlation (no kernel flip) by im2col + sgemm, with Darknet's
+ * keys and defaults (filters 1, size 1, stride 1, pad 0, padding 0, groups 1, batch_normalize 0,
+ * activation logistic). pad=1 means padding = size/2 and overrides `padding`.
+ * Params: weights [filters, c/groups, size, size], then biases [filters] without BN, or
+ * scales, biases, rolling_mean, rolling_variance [filters] with BN (the conv then has no bias of
+ * its own: BN's beta plays that role, stored under the same name as Darknet does). */
+#include <cblas.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cnnb/error.h"
+#include "cnnb/net.h"
+#include "core/im2col.h"
+#include "layers/batchnorm_impl.h"
+
+typedef struct conv_priv {
+  int filters, size, stride, pad, groups, bn_on;
+  int direct;  /* 1x1, stride 1, no padding: the input already is the column matrix */
+  int p_weights, p_biases;
+  cnnb_bn bn;
+} conv_priv;
+
+
+static int conv_setup(cnnb_layer *l, cnnb_cfg_section *s, cnnb_net *net)
+{
+  const cnnb_cfg *cfg = &net->cfg;
+  int filters, size, stride, pad, padding, groups, bn_on, dilation, rc;
+  if ((rc = cnnb_cfg_int(cfg, s, "filters", 1, 1, 1 << 20, &filters)) < 0) return rc;
+  if ((rc = cnnb_cfg_int(cfg, s, "size", 1, 1, 1 << 12, &size)) < 0) return rc;
+  if ((rc = cnnb_cfg_int(cfg, s, "stride", 1, 1, 1 << 12, &stride)) < 0) return rc;
+  if ((rc = cnnb_cfg_int(cfg, s, "pad", 0, 0, 1 << 12, &pad)) < 0) return rc;
+  if ((rc = cnnb_cfg_int(cfg, s, "padding", 0, 0, 1 << 12, &padding)) < 0) return rc;
+  if ((rc = cnnb_cfg_int(cfg, s, "groups", 1, 1, 1 << 20, &groups)) < 0) return rc;
+  if ((rc = cnnb_cfg_int(cfg, s, "batch_normalize", 0, 0, 1, &bn_on)) < 0) return rc;
+  if ((rc = cnnb_cfg_int(cfg, s, "dilation", 1, 1, 1 << 12, &dilation)) < 0) return rc;
+  if (dilation != 1)
+    return cnnb_error(CNNB_ECFG, "dilation=%d is not supported (only 1)", dilation);
+  const char *an = cnnb_cfg_str(s, "activation", "logistic");
+  int act = cnnb_act_parse(an);
+  if (act < 0)
+    return cnnb_error(CNNB_ECFG, "unknown activation '%s' (known: linear, relu, leaky, logistic, tanh, relu6)", an);
+  if (pad) padding = size / 2;
+
+  const int c = l->in.c, h = l->in.h, w = l->in.w;
+  if (c < 1 || h < 1 || w < 1)
+    return cnnb_error(CNNB_ESHAPE, "empty input %dx%dx%d", c, h, w);
+  if (c % groups || filters % groups)
+    return cnnb_error(CNNB_ESHAPE,
+                      "groups=%d must divide input channels %d and filters %d", groups, c, filters);
+  if (size > h + 2 * padding || size > w + 2 * padding)
+    return cnnb_error(CNNB_ESHAPE,
+                      "filter %dx%d larger than padded input %dx%d (pad %d)", size, size, h + 2 * padding, w + 2 * padding, padding);
+
+  l->out.c = filters;
+  l->out.h = cnnb_conv_out_size(h, size, padding, stride);
+  l->out.w = cnnb_conv_out_size(w, size, padding, stride);
+  l->act = (cnnb_act)act;
+
+  conv_priv *p = calloc(1, sizeof *p);
+  if (!p) return cnnb_error(CNNB_ENOMEM, "out of memory");
+  p->filters = filters;
+  p->size = size;
+  p->stride = stride;
+  p->pad = padding;
+  p->groups = groups;
+  p->bn_on = bn_on;
+  p->direct = size == 1 && stride == 1 && padding == 0;
+
+  int wd[4] = {filters, c / groups, size, size};
+  if ((rc = p->p_weights = cnnb_layer_param(l, "weights", 1, 4, wd)) < 0) goto fail;
+  if (bn_on) {
+    if ((rc = cnnb_bn_setup(&p->bn, l, filters, l->out.h * l->out.w, net->max_batch)) < 0) goto fail;
+    p->p_biases = p->bn.p_biases;
+  } else {
+    int bd[1] = {filters};
+    if ((rc = p->p_biases = cnnb_layer_param(l, "biases", 1, 1, bd)) < 0) goto fail;
+  }
+  l->priv = p;
+  /* one column matrix at a time: samples and groups are processed in turn */
+  l->workspace = p->direct ? 0 : (size_t)(c / groups) * size * size * l->out.h * l->out.w;
+  l->madds = (double)l->out.h * l->out.w * filters * (c / groups) * size * size;
+  return 0;
+fail:
+  free(p);
+  return rc;
+}
+
+static void conv_init(cnnb_layer *l, cnnb_rng *rng)
+{
+  conv_priv *p = l->priv;
+  cnnb_param *wp = &l->param[p->p_weights];
+  /* He-normal: keeps activation variance roughly constant through ReLU-like layers */
+  const float sd = sqrtf(2.f / (float)(wp->dims[1] * p->size * p->size));
+  for (size_t i = 0; i < wp->count; i++) wp->data[i] = sd * cnnb_rng_normal(rng);
+  if (p->bn_on)
+    cnnb_bn_init(&p->bn, l);
+  else
+    memset(l->param[p->p_biases].data, 0, sizeof(float) * (size_t)p->filters);
+}
+
+static void conv_forward(cnnb_layer *l, cnnb_net *net)
+{
+  conv_priv *p = l->priv;
+  const int C = l->in.c, H = l->in.h, W = l->in.w, F = p->filters, G = p->groups;
+  const int cg = C / G, fg = F / G, ohw = l->out.h * l->out.w, kk = cg * p->size * p->size;
+  const float *weights = l->param[p->p_weights].data;
+  for (int b = 0; b < net->batch; b++) {
+    for (int g = 0; g < G; g++) {
+      const float *in = l->input + ((size_t)b * C + (size_t)g * cg) * H * W;
+      const float *col = in;
+      if (!p->direct) {
+        cnnb_im2col(in, cg, H, W, p->size, p->stride, p->pad, net->workspace);
+        col = net->workspace;
+      }
+      float *out = l->output + ((size_t)b * F + (size_t)g * fg) * ohw;
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, fg, ohw, kk, 1.f,
+                  weights + (size_t)g * fg * kk, kk, col, ohw, 0.f, out, ohw);
+    }
+  }
+  if (p->bn_on) {
+    cnnb_bn_forward(&p->bn, l, l->output, net->batch, net->train);
+  } else {
+    const float *bias = l->param[p->p_biases].data;
+    for (int b = 0; b < net->batch; b++)
+      for (int f = 0; f < F; f++) {
+        float *o = l->output + ((size_t)b * F + f) * ohw;
+        for (int k = 0; k < ohw; k++) o[k] += bias[f];
+      }
+  }
+  cnnb_act_forward(l->act, l->output, (size_t)net->batch * F * ohw);
+}
+
+static void conv_backward(cnnb_layer *l, cnnb_net *net)
+{
+  conv_priv *p = l->priv;
+  const int C = l->in.c, H = l->in.h, W = l->in.w, F = p->filters, G = p->groups;
+  const int cg = C / G, fg = F / G, ohw = l->out.h * l->out.w, kk = cg * p->size * p->size;
+  const float *weights = l->param[p->p_weights].data;
+  float *gw = l->param[p->p_weights].grad;
+  float *delta = l->delta;
+
+  cnnb_act_backward(l->act, l->output, delta, (size_t)net->batch * F * ohw);
+  if (p->bn_on) {
+    cnnb_bn_backward(&p->bn, l, delta, delta, net->batch, net->train, 0);
+  } else if (l->param[p->p_biases].grad) {
+    float *gb = l->param[p->p_biases].grad;
+    for (int b = 0; b < net->batch; b++)
+      for (int f = 0; f < F; f++) {
+        const float *d = delta + ((size_t)b * F + f) * ohw;
+        float s = 0.f;
+        for (int k = 0; k < ohw; k++) s += d[k];
+        gb[f] += s;
+      }
+  }
+
+  for (int b = 0; b < net->batch; b++) {
+    for (int g = 0; g < G; g++) {
+      const size_t in_off = ((size_t)b * C + (size_t)g * cg) * H * W;
+      const float *d = delta + ((size_t)b * F + (size_t)g * fg) * ohw;
+      const float *wg = weights + (size_t)g * fg * kk;
+      if (gw) {
+        const float *col = l->input + in_off;
+        if (!p->direct) {
+          cnnb_im2col(col, cg, H, W, p->size, p->stride, p->pad, net->workspace);
+          col = net->workspace;
+        }
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, fg, kk, ohw, 1.f, d, ohw, col, ohw, 1.f,
+                    gw + (size_t)g * fg * kk, kk);
+      }
+      if (l->input_delta) {
+        float *id = l->input_delta + in_off;
+        if (p->direct) {
+          cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, kk, ohw, fg, 1.f, wg, kk, d, ohw, 1.f,
+                      id, ohw);
+        } else {
+          cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, kk, ohw, fg, 1.f, wg, kk, d, ohw, 0.f,
+                      net->workspace, ohw);
+          cnnb_col2im_add(net->workspace, cg, H, W, p->size, p->stride, p->pad, id);
+        }
+      }
+    }
+  }
+}
+
+static void conv_free(cnnb_layer *l)
+{
+  conv_priv *p = l->priv;
+  if (!p) return;
+  if (p->bn_on) cnnb_bn_free(&p->bn);
+  free(p);
+  l->priv = NULL;
+}
+
+const cnnb_layer_ops cnnb_layer_convolutional_ops = {
+  .section = "convolutional",
+  .setup = conv_setup,
+  .init = conv_init,
+  .forward = conv_forward,
+  .backward = conv_backward,
+  .free = conv_free,
+  .loss = NULL,
+};

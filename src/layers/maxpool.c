@@ -1,0 +1,131 @@
+/* [maxpool]: Darknet's max pooling.
+ *   size     window (default: stride when only stride is given, else 1)
+ *   stride   step (default: size; Darknet itself defaults to 1, but cnn-batch follows the
+ *            common reading "size=2" => 2x2/2), stride_x / stride_y override it per axis
+ *   padding  total padding per axis (default size-1, as Darknet), split as Darknet does:
+ *            the window starts at -padding/2, so out = (h + padding - size)/stride + 1.
+ *            With size=2 stride=1 (yolov3-tiny) that keeps 13x13.
+ * Backward routes each output gradient to the input that won the max (argmax kept in priv). */
+#include <float.h>
+#include <stdlib.h>
+
+#include "cnnb/error.h"
+#include "cnnb/layer.h"
+#include "cnnb/net.h"
+
+typedef struct maxpool_priv {
+  int size, stride_x, stride_y, pad;
+  int *argmax; /* max_batch x outputs; index into the sample's input, -1 if none */
+} maxpool_priv;
+
+static int maxpool_setup(cnnb_layer *l, cnnb_cfg_section *s, cnnb_net *net)
+{
+  const cnnb_cfg *cfg = &net->cfg;
+  int size, stride, sx, sy, pad, rc, v;
+  int have_size = cnnb_cfg_find(s, "size") != NULL;
+  int have_stride = cnnb_cfg_find(s, "stride") != NULL;
+  if ((rc = cnnb_cfg_int(cfg, s, "size", 1, 1, 1 << 16, &size)) < 0) return rc;
+  if ((rc = cnnb_cfg_int(cfg, s, "stride", 1, 1, 1 << 16, &stride)) < 0) return rc;
+  if (!have_size && have_stride) size = stride;
+  if (have_size && !have_stride) stride = size;
+  if ((rc = cnnb_cfg_int(cfg, s, "stride_x", stride, 1, 1 << 16, &sx)) < 0) return rc;
+  if ((rc = cnnb_cfg_int(cfg, s, "stride_y", stride, 1, 1 << 16, &sy)) < 0) return rc;
+  if ((rc = cnnb_cfg_int(cfg, s, "padding", size - 1, 0, 1 << 16, &pad)) < 0) return rc;
+  /* AlexeyAB's variants that change the meaning of the layer: refuse rather than ignore. */
+  if ((rc = cnnb_cfg_int(cfg, s, "maxpool_depth", 0, 0, 1 << 16, &v)) < 0) return rc;
+  if (v) return cnnb_error(CNNB_ECFG, "%s:%d: [maxpool] maxpool_depth is not supported", cfg->path, s->line);
+  if ((rc = cnnb_cfg_int(cfg, s, "antialiasing", 0, 0, 2, &v)) < 0) return rc;
+  if (v) return cnnb_error(CNNB_ECFG, "%s:%d: [maxpool] antialiasing is not supported", cfg->path, s->line);
+
+  int oh = (l->in.h + pad - size) / sy + 1, ow = (l->in.w + pad - size) / sx + 1;
+  if (l->in.h + pad < size || l->in.w + pad < size || oh < 1 || ow < 1)
+    return cnnb_error(CNNB_ESHAPE, "%s:%d: [maxpool] window %d (padding %d) larger than input %dx%d",
+                      cfg->path, s->line, size, pad, l->in.h, l->in.w);
+  l->out = (cnnb_shape){l->in.c, oh, ow};
+
+  maxpool_priv *p = calloc(1, sizeof *p);
+  if (!p) return cnnb_error(CNNB_ENOMEM, "[maxpool] out of memory");
+  p->size = size;
+  p->stride_x = sx;
+  p->stride_y = sy;
+  p->pad = pad;
+  /* max_batch 0 means planning only (info): nothing will run */
+  size_t na = net->max_batch > 0 ? (size_t)net->max_batch * cnnb_shape_size(l->out) : 0;
+  p->argmax = na ? malloc(sizeof(int) * na) : NULL;
+  if (na && !p->argmax) {
+    free(p);
+    return cnnb_error(CNNB_ENOMEM, "[maxpool] out of memory for %zu argmax indices", na);
+  }
+  l->priv = p;
+  l->madds = (double)cnnb_shape_size(l->out) * size * size;
+  return 0;
+}
+
+static void maxpool_init(cnnb_layer *l, cnnb_rng *rng) { (void)l; (void)rng; }
+
+static void maxpool_forward(cnnb_layer *l, cnnb_net *net)
+{
+  const maxpool_priv *p = l->priv;
+  const int H = l->in.h, W = l->in.w, C = l->in.c, OH = l->out.h, OW = l->out.w;
+  const int off = -p->pad / 2;
+  const size_t insz = cnnb_shape_size(l->in), outsz = cnnb_shape_size(l->out);
+  for (int b = 0; b < net->batch; b++) {
+    const float *in = l->input + b * insz;
+    float *out = l->output + b * outsz;
+    int *am = p->argmax + b * outsz;
+    for (int c = 0; c < C; c++)
+      for (int i = 0; i < OH; i++)
+        for (int j = 0; j < OW; j++) {
+          float best = -FLT_MAX;
+          int bi = -1;
+          for (int u = 0; u < p->size; u++) {
+            int y = off + i * p->stride_y + u;
+            if (y < 0 || y >= H) continue;
+            for (int v = 0; v < p->size; v++) {
+              int x = off + j * p->stride_x + v;
+              if (x < 0 || x >= W) continue;
+              int idx = (c * H + y) * W + x;
+              if (bi < 0 || in[idx] > best) {
+                best = in[idx];
+                bi = idx;
+              }
+            }
+          }
+          int o = (c * OH + i) * OW + j;
+          out[o] = bi < 0 ? 0.0f : best; /* a window wholly in padding: cannot occur with padding < size */
+          am[o] = bi;
+        }
+  }
+}
+
+static void maxpool_backward(cnnb_layer *l, cnnb_net *net)
+{
+  const maxpool_priv *p = l->priv;
+  if (!l->input_delta) return;
+  const size_t insz = cnnb_shape_size(l->in), outsz = cnnb_shape_size(l->out);
+  for (int b = 0; b < net->batch; b++) {
+    float *din = l->input_delta + b * insz;
+    const float *d = l->delta + b * outsz;
+    const int *am = p->argmax + b * outsz;
+    for (size_t o = 0; o < outsz; o++)
+      if (am[o] >= 0) din[am[o]] += d[o];
+  }
+}
+
+static void maxpool_free(cnnb_layer *l)
+{
+  maxpool_priv *p = l->priv;
+  if (p) free(p->argmax);
+  free(p);
+  l->priv = NULL;
+}
+
+const cnnb_layer_ops cnnb_layer_maxpool_ops = {
+    .section = "maxpool",
+    .setup = maxpool_setup,
+    .init = maxpool_init,
+    .forward = maxpool_forward,
+    .backward = maxpool_backward,
+    .free = maxpool_free,
+    .loss = NULL,
+};

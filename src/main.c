@@ -1,0 +1,43 @@
+/* cnn-batch: subcommand dispatch only. */
+#include <mpi.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "cmd/cmd.h"
+
+static const struct {
+  const char *name;
+  int (*fn)(int, char **);
+  const char *help;
+} cmds[] = {
+  {"info", cnnb_cmd_info, "print a model's layers, shapes, parameters and multiply-adds"},
+  {"import", cnnb_cmd_import, "convert IDX files (Fashion-MNIST, MNIST) into an HDF5 dataset"},
+  {"train", cnnb_cmd_train, "train a model data-parallel over MPI ranks"},
+  {"eval", cnnb_cmd_eval, "loss and accuracy of a checkpoint on a dataset"},
+  {"predict", cnnb_cmd_predict, "write a model's outputs for every image into HDF5"},
+};
+
+static void usage(FILE *f)
+{
+  fprintf(f, "usage: cnn-batch COMMAND [options]   (cnn-batch COMMAND --help for its options)\n\ncommands:\n");
+  for (size_t i = 0; i < sizeof cmds / sizeof *cmds; i++) fprintf(f, "  %-9s %s\n", cmds[i].name, cmds[i].help);
+}
+
+int main(int argc, char **argv)
+{
+  if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
+    usage(argc < 2 ? stderr : stdout);
+    return argc < 2 ? CNNB_EXIT_USAGE : 0;
+  }
+  for (size_t i = 0; i < sizeof cmds / sizeof *cmds; i++) {
+    if (strcmp(argv[1], cmds[i].name)) continue;
+    int provided;
+    MPI_Init_thread(&argc, &argv, MPI_THREAD_FUNNELED, &provided);
+    int rc = cmds[i].fn(argc - 1, argv + 1);
+    MPI_Finalize();
+    return rc;
+  }
+  fprintf(stderr, "cnn-batch: unknown command '%s'\n", argv[1]);
+  usage(stderr);
+  return CNNB_EXIT_USAGE;
+}

@@ -1,0 +1,294 @@
+/* Network builder and the forward/backward walk (include/cnnb/net.h). Shapes are planned
+ * first, layer by layer; then every buffer is allocated once, so nothing is allocated while
+ * training. */
+#include "cnnb/net.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cnnb/error.h"
+
+cnnb_net_opts cnnb_net_opts_default(void)
+{
+  cnnb_net_opts o;
+  memset(&o, 0, sizeof o);
+  o.max_batch = 1;
+  return o;
+}
+
+int cnnb_layer_param(cnnb_layer *l, const char *name, int trainable, int ndim, const int *dims)
+{
+  if (l->nparam == CNNB_MAX_PARAMS || ndim < 1 || ndim > 4)
+    return cnnb_error(CNNB_EINVAL, "layer %d: too many parameter tensors", l->index);
+  cnnb_param *p = &l->param[l->nparam];
+  memset(p, 0, sizeof *p);
+  strncpy(p->name, name, sizeof p->name - 1);
+  p->trainable = trainable;
+  p->ndim = ndim;
+  p->count = 1;
+  for (int i = 0; i < ndim; i++) {
+    if (dims[i] <= 0) return cnnb_error(CNNB_ESHAPE, "layer %d: parameter '%s' has an empty dimension", l->index, name);
+    p->dims[i] = dims[i];
+    p->count *= (size_t)dims[i];
+  }
+  return l->nparam++;
+}
+
+cnnb_param *cnnb_layer_find_param(cnnb_layer *l, const char *name)
+{
+  for (int i = 0; i < l->nparam; i++)
+    if (!strcmp(l->param[i].name, name)) return &l->param[i];
+  return NULL;
+}
+
+size_t cnnb_layer_num_trainable(const cnnb_layer *l)
+{
+  size_t n = 0;
+  for (int i = 0; i < l->nparam; i++)
+    if (l->param[i].trainable) n += l->param[i].count;
+  return n;
+}
+
+const char *cnnb_layer_kind(const cnnb_layer *l) { return l->ops->section; }
+
+size_t cnnb_net_num_trainable(const cnnb_net *net) { return net->nparams; }
+
+const cnnb_layer *cnnb_net_output_layer(const cnnb_net *net) { return &net->layers[net->n - 1]; }
+
+void cnnb_net_free(cnnb_net *net)
+{
+  if (!net) return;
+  for (int i = 0; i < net->n; i++) {
+    cnnb_layer *l = &net->layers[i];
+    if (l->ops && l->ops->free) l->ops->free(l);
+    free(l->output);
+    free(l->delta);
+  }
+  free(net->layers);
+  free(net->params);
+  free(net->grads);
+  free(net->state);
+  free(net->workspace);
+  free(net->input_delta);
+  cnnb_cfg_free(&net->cfg);
+  free(net);
+}
+
+static int read_net_section(cnnb_net *net, cnnb_cfg_section *s, const cnnb_net_opts *o)
+{
+  cnnb_cfg *cfg = &net->cfg;
+  int h, w, c, rc = 0;
+  cnnb_hparams *hp = &net->hp;
+  rc = rc ? rc : cnnb_cfg_int(cfg, s, "height", 0, 0, 1 << 16, &h);
+  rc = rc ? rc : cnnb_cfg_int(cfg, s, "width", 0, 0, 1 << 16, &w);
+  rc = rc ? rc : cnnb_cfg_int(cfg, s, "channels", 0, 0, 1 << 16, &c);
+  rc = rc ? rc : cnnb_cfg_int(cfg, s, "batch", 1, 1, 1 << 20, &hp->batch);
+  rc = rc ? rc : cnnb_cfg_float(cfg, s, "learning_rate", 0.001f, 0, 1e3f, &hp->learning_rate);
+  rc = rc ? rc : cnnb_cfg_float(cfg, s, "momentum", 0.9f, 0, 1, &hp->momentum);
+  rc = rc ? rc : cnnb_cfg_float(cfg, s, "decay", 0.0001f, 0, 1, &hp->decay);
+  rc = rc ? rc : cnnb_cfg_floats(cfg, s, "mean", hp->mean, 4, &hp->nmean);
+  rc = rc ? rc : cnnb_cfg_floats(cfg, s, "std", hp->std, 4, &hp->nstd);
+  if (rc) return rc;
+  for (int i = 0; i < hp->nstd; i++)
+    if (!(hp->std[i] > 0)) return cnnb_error(CNNB_ECFG, "%s:%d: [net] std must be positive", cfg->path, s->line);
+  /* Darknet's "inputs" describes a flat input of that many values. */
+  int inputs;
+  rc = cnnb_cfg_int(cfg, s, "inputs", 0, 0, 1 << 30, &inputs);
+  if (rc) return rc;
+  if (inputs && !h && !w && !c) h = w = 1, c = inputs;
+  if (o->h > 0) h = o->h;
+  if (o->w > 0) w = o->w;
+  if (o->c > 0) c = o->c;
+  if (h <= 0 || w <= 0 || c <= 0)
+    return cnnb_error(CNNB_ECFG, "%s:%d: [net] needs height, width and channels (got %dx%dx%d)", cfg->path,
+                      s->line, h, w, c);
+  net->in = (cnnb_shape){c, h, w};
+  return 0;
+}
+
+/* Plans every layer's shape and parameters; nothing big is allocated yet. */
+static int plan_layers(cnnb_net *net, const cnnb_net_opts *o)
+{
+  cnnb_cfg *cfg = &net->cfg;
+  net->layers = calloc((size_t)cfg->nsec, sizeof *net->layers);
+  if (!net->layers) return cnnb_error(CNNB_ENOMEM, "%s: out of memory", cfg->path);
+  cnnb_shape prev = net->in;
+  for (int i = 1; i < cfg->nsec; i++) {
+    cnnb_cfg_section *s = &cfg->sec[i];
+    const cnnb_layer_ops *ops = cnnb_layer_ops_find(s->name);
+    if (!ops)
+      return cnnb_error(CNNB_ECFG, "%s:%d: unknown section [%s] (known: net, %s)", cfg->path, s->line, s->name,
+                        cnnb_layer_known_sections());
+    cnnb_layer *l = &net->layers[net->n];
+    l->ops = ops;
+    l->index = net->n;
+    l->cfg_section = i;
+    l->in = prev;
+    l->out = prev;
+    net->n++; /* counted before setup so that a failing layer is still freed */
+    int rc = ops->setup(l, s, net);
+    if (rc < 0) {
+      /* Messages from cfg getters already name file and line; others get them here. */
+      if (!strstr(cnnb_error_message(), cfg->path))
+        cnnb_error_prefix(rc, "%s:%d: layer %d [%s]: ", cfg->path, s->line, l->index, s->name);
+      return rc;
+    }
+    if (l->out.c <= 0 || l->out.h <= 0 || l->out.w <= 0)
+      return cnnb_error(CNNB_ESHAPE, "%s:%d: layer %d [%s]: input %dx%dx%d gives an empty output %dx%dx%d",
+                        cfg->path, s->line, l->index, s->name, l->in.h, l->in.w, l->in.c, l->out.h, l->out.w,
+                        l->out.c);
+    prev = l->out;
+  }
+  if (!net->n) return cnnb_error(CNNB_ECFG, "%s: no layers after [net]", cfg->path);
+  return 0;
+}
+
+static int allocate(cnnb_net *net, const cnnb_net_opts *o)
+{
+  size_t np = 0, ns = 0, ws = 0;
+  for (int i = 0; i < net->n; i++) {
+    cnnb_layer *l = &net->layers[i];
+    for (int j = 0; j < l->nparam; j++) {
+      cnnb_param *p = &l->param[j];
+      p->offset = p->trainable ? np : ns;
+      if (p->trainable)
+        np += p->count;
+      else
+        ns += p->count;
+    }
+    if (l->workspace > ws) ws = l->workspace;
+  }
+  net->nparams = np;
+  net->nstate = ns;
+  if (o->max_batch <= 0) return 0; /* planning only (info): no buffers */
+  net->params = calloc(np ? np : 1, sizeof(float));
+  net->state = calloc(ns ? ns : 1, sizeof(float));
+  net->grads = o->train ? calloc(np ? np : 1, sizeof(float)) : NULL;
+  net->nworkspace = ws;
+  net->workspace = ws ? malloc(ws * sizeof(float)) : NULL;
+  int want_delta = o->train || o->input_grad;
+  if (!net->params || !net->state || (o->train && !net->grads) || (ws && !net->workspace))
+    return cnnb_error(CNNB_ENOMEM, "%s: out of memory for %zu parameters", net->cfg.path, np);
+  if (o->input_grad) {
+    net->input_delta = calloc((size_t)o->max_batch * cnnb_shape_size(net->in), sizeof(float));
+    if (!net->input_delta) return cnnb_error(CNNB_ENOMEM, "%s: out of memory", net->cfg.path);
+  }
+  for (int i = 0; i < net->n; i++) {
+    cnnb_layer *l = &net->layers[i];
+    for (int j = 0; j < l->nparam; j++) {
+      cnnb_param *p = &l->param[j];
+      p->data = (p->trainable ? net->params : net->state) + p->offset;
+      p->grad = p->trainable && net->grads ? net->grads + p->offset : NULL;
+    }
+    size_t n = (size_t)o->max_batch * cnnb_shape_size(l->out);
+    l->output = calloc(n, sizeof(float));
+    l->delta = want_delta ? calloc(n, sizeof(float)) : NULL;
+    if (!l->output || (want_delta && !l->delta))
+      return cnnb_error(CNNB_ENOMEM, "%s: out of memory for layer %d outputs", net->cfg.path, i);
+    l->input = i ? net->layers[i - 1].output : NULL;
+    l->input_delta = i ? net->layers[i - 1].delta : net->input_delta;
+  }
+  return 0;
+}
+
+static int build(cnnb_net *net, const cnnb_net_opts *o)
+{
+  cnnb_cfg *cfg = &net->cfg;
+  if (strcmp(cfg->sec[0].name, "net") && strcmp(cfg->sec[0].name, "network"))
+    return cnnb_error(CNNB_ECFG, "%s:%d: the first section must be [net], not [%s]", cfg->path, cfg->sec[0].line,
+                      cfg->sec[0].name);
+  net->max_batch = o->max_batch;
+  net->train = o->train;
+  int rc = read_net_section(net, &cfg->sec[0], o);
+  if (!rc) rc = plan_layers(net, o);
+  if (!rc) rc = cnnb_cfg_check_unused(cfg, !o->quiet);
+  if (!rc) rc = allocate(net, o);
+  cnnb_rng_seed(&net->rng, 0, 0, 0, 0);
+  return rc;
+}
+
+int cnnb_net_from_string(cnnb_net **out, const char *text, const char *name, const cnnb_net_opts *opts)
+{
+  cnnb_net_opts o = opts ? *opts : cnnb_net_opts_default();
+  *out = NULL;
+  cnnb_net *net = calloc(1, sizeof *net);
+  if (!net) return cnnb_error(CNNB_ENOMEM, "out of memory");
+  int rc = cnnb_cfg_parse(&net->cfg, text, name);
+  if (!rc) rc = build(net, &o);
+  if (rc) {
+    cnnb_net_free(net);
+    return rc;
+  }
+  *out = net;
+  return 0;
+}
+
+int cnnb_net_load(cnnb_net **out, const char *path, const cnnb_net_opts *opts)
+{
+  cnnb_net_opts o = opts ? *opts : cnnb_net_opts_default();
+  *out = NULL;
+  cnnb_net *net = calloc(1, sizeof *net);
+  if (!net) return cnnb_error(CNNB_ENOMEM, "out of memory");
+  int rc = cnnb_cfg_load(&net->cfg, path);
+  if (!rc) rc = build(net, &o);
+  if (rc) {
+    cnnb_net_free(net);
+    return rc;
+  }
+  *out = net;
+  return 0;
+}
+
+void cnnb_net_init_params(cnnb_net *net, unsigned long long seed)
+{
+  cnnb_rng r;
+  for (int i = 0; i < net->n; i++) {
+    cnnb_layer *l = &net->layers[i];
+    /* One stream per layer: adding a layer does not change the others' initial values. */
+    cnnb_rng_seed(&r, seed, 0x1a7e, (uint64_t)i, 0);
+    if (l->ops->init) l->ops->init(l, &r);
+  }
+}
+
+const float *cnnb_net_forward(cnnb_net *net, const float *x, int n)
+{
+  net->batch = n;
+  net->input = x;
+  net->layers[0].input = x;
+  for (int i = 0; i < net->n; i++) net->layers[i].ops->forward(&net->layers[i], net);
+  return net->layers[net->n - 1].output;
+}
+
+double cnnb_net_loss(cnnb_net *net)
+{
+  cnnb_layer *l = &net->layers[net->n - 1];
+  if (!l->ops->loss || !l->delta) return NAN;
+  if (!(net->loss_scale > 0)) net->loss_scale = 1.0f / (float)net->batch;
+  return l->ops->loss(l, net);
+}
+
+void cnnb_net_backward(cnnb_net *net)
+{
+  size_t nb = (size_t)net->batch;
+  for (int i = 0; i < net->n - 1; i++)
+    memset(net->layers[i].delta, 0, nb * cnnb_shape_size(net->layers[i].out) * sizeof(float));
+  if (net->input_delta) memset(net->input_delta, 0, nb * cnnb_shape_size(net->in) * sizeof(float));
+  for (int i = net->n - 1; i >= 0; i--) {
+    net->layers[i].ops->backward(&net->layers[i], net);
+    if (net->backward_hook) net->backward_hook(net, i, net->backward_hook_ctx);
+  }
+}
+
+void cnnb_net_zero_grads(cnnb_net *net)
+{
+  if (net->grads) memset(net->grads, 0, net->nparams * sizeof(float));
+}
+
+double cnnb_net_train_step(cnnb_net *net, const float *x, int n)
+{
+  cnnb_net_forward(net, x, n);
+  double loss = cnnb_net_loss(net);
+  cnnb_net_backward(net);
+  return loss;
+}

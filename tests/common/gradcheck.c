@@ -1,0 +1,88 @@
+/* Finite-difference gradient checker shared by every layer's test (cnnb_test.h). */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cnnb_test.h"
+
+static double objective(cnnb_net *net, const float *x, int batch, const float *r)
+{
+  cnnb_rng_seed(&net->rng, 1234, 0, 0, 0); /* the same dropout mask / crop every time */
+  const float *y = cnnb_net_forward(net, x, batch);
+  size_t n = (size_t)batch * cnnb_shape_size(net->layers[net->n - 1].out);
+  double s = 0;
+  for (size_t i = 0; i < n; i++) s += (double)r[i] * y[i];
+  return s;
+}
+
+static double rel_err(double a, double n) { return fabs(a - n) / fmax(1e-2, fabs(a) + fabs(n)); }
+
+int cnnb_gradcheck(const char *cfg_text, int batch, unsigned seed, int train, int max_checks,
+                   cnnb_gradcheck_result *res)
+{
+  memset(res, 0, sizeof *res);
+  cnnb_net_opts o = cnnb_net_opts_default();
+  o.max_batch = batch;
+  o.train = 1; /* gradients are needed either way */
+  o.input_grad = 1;
+  o.quiet = 1;
+  cnnb_net *net;
+  int rc = cnnb_net_from_string(&net, cfg_text, "gradcheck.cfg", &o);
+  if (rc) {
+    fprintf(stderr, "\n  gradcheck: %s\n", cnnb_error_message());
+    return rc;
+  }
+  net->train = train;
+  cnnb_net_init_params(net, seed);
+  cnnb_rng g;
+  cnnb_rng_seed(&g, seed, 99, 0, 0);
+  /* Perturb every parameter a little so that zero biases or unit scales do not hide errors. */
+  for (size_t i = 0; i < net->nparams; i++) net->params[i] += 0.1f * cnnb_rng_normal(&g);
+  size_t nin = (size_t)batch * cnnb_shape_size(net->in);
+  size_t nout = (size_t)batch * cnnb_shape_size(net->layers[net->n - 1].out);
+  float *x = malloc(nin * sizeof *x), *r = malloc(nout * sizeof *r);
+  for (size_t i = 0; i < nin; i++) x[i] = cnnb_rng_normal(&g);
+  for (size_t i = 0; i < nout; i++) r[i] = cnnb_rng_normal(&g);
+
+  objective(net, x, batch, r);
+  memcpy(net->layers[net->n - 1].delta, r, nout * sizeof *r);
+  cnnb_net_zero_grads(net);
+  cnnb_net_backward(net);
+  float *gx = malloc(nin * sizeof *gx), *gp = malloc((net->nparams + 1) * sizeof *gp);
+  memcpy(gx, net->input_delta, nin * sizeof *gx);
+  memcpy(gp, net->grads, net->nparams * sizeof *gp);
+
+  const float eps = 1e-3f;
+  for (int k = 0; k < max_checks && k < (int)nin; k++) {
+    size_t i = (int)nin <= max_checks ? (size_t)k : (size_t)cnnb_rng_below(&g, nin);
+    float v = x[i];
+    x[i] = v + eps;
+    double lp = objective(net, x, batch, r);
+    x[i] = v - eps;
+    double lm = objective(net, x, batch, r);
+    x[i] = v;
+    double num = (lp - lm) / (2 * eps), e = rel_err(gx[i], num);
+    if (e > res->max_rel_input) res->max_rel_input = e;
+    if (e > 1e-2) fprintf(stderr, "\n  input[%zu]: analytic %.6g numeric %.6g", i, gx[i], num);
+    res->checked++;
+  }
+  for (int k = 0; k < max_checks && k < (int)net->nparams; k++) {
+    size_t i = (int)net->nparams <= max_checks ? (size_t)k : (size_t)cnnb_rng_below(&g, net->nparams);
+    float v = net->params[i];
+    net->params[i] = v + eps;
+    double lp = objective(net, x, batch, r);
+    net->params[i] = v - eps;
+    double lm = objective(net, x, batch, r);
+    net->params[i] = v;
+    double num = (lp - lm) / (2 * eps), e = rel_err(gp[i], num);
+    if (e > res->max_rel_param) res->max_rel_param = e;
+    if (e > 1e-2) fprintf(stderr, "\n  param[%zu]: analytic %.6g numeric %.6g", i, gp[i], num);
+    res->checked++;
+  }
+  free(x);
+  free(r);
+  free(gx);
+  free(gp);
+  cnnb_net_free(net);
+  return 0;
+}
