@@ -29,7 +29,21 @@ typedef struct cnnb_hparams {
   float learning_rate, momentum, decay;
   int nmean, nstd;        /* input standardisation overrides (cnnb keys: mean=, std=) */
   float mean[4], std[4];
+  /* Learning-rate schedule (Darknet's policy, steps, scales, burn_in, power, max_batches;
+   * cosine is cnn-batch's addition). */
+  int policy;             /* CNNB_LR_* */
+  int nsteps;
+  int steps[16];
+  float scales[16];
+  int burn_in;            /* warm-up steps: lr * (step/burn_in)^power */
+  float power;            /* poly exponent and warm-up exponent (Darknet default 4) */
+  int max_batches;        /* steps of the whole run for poly/cosine; 0: the run's own length */
 } cnnb_hparams;
+
+enum { CNNB_LR_CONSTANT = 0, CNNB_LR_STEPS, CNNB_LR_POLY, CNNB_LR_COSINE };
+
+/* The learning rate at a step (0-based) of a run of total_steps, from base lr and hp. */
+float cnnb_lr_at(const cnnb_hparams *hp, float base, long long step, long long total_steps);
 
 typedef struct cnnb_net_opts {
   int max_batch;     /* samples per forward on this rank */

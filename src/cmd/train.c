@@ -260,7 +260,8 @@ int cnnb_cmd_train(int argc, char **argv)
                         "no checkpoint written for this step", epoch + 1, s + 1, st[0], lr);
         break;
       }
-      cnnb_optim_step(&opt, net->params, net->grads, lr);
+      float lr_now = cnnb_lr_at(&net->hp, lr, step, (long long)t.epochs * steps_per_epoch);
+      cnnb_optim_step(&opt, net->params, net->grads, lr_now);
       step++;
       img_since += (long long)st[2];
       win_loss += st[0], win_correct += st[1], win_n += st[2];
@@ -278,14 +279,14 @@ int cnnb_cmd_train(int argc, char **argv)
         char eta[32];
         fmt_eta((now - t_start) / fmax(done_frac, 1e-9) * (1 - done_frac), eta, sizeof eta);
         if (!t.quiet) {
-          printf("%sepoch %ld/%ld step %ld/%ld loss %.4f acc %.4f %.0f img/s left %s%s", tty ? "\r" : "", epoch + 1,
-                 t.epochs, s + 1, steps_per_epoch, win_loss / win_n, win_correct / win_n, ips, eta,
+          printf("%sepoch %ld/%ld step %ld/%ld loss %.4f acc %.4f lr %.3g %.0f img/s left %s%s", tty ? "\r" : "",
+                 epoch + 1, t.epochs, s + 1, steps_per_epoch, win_loss / win_n, win_correct / win_n, lr_now, ips, eta,
                  tty ? "   " : "\n");
           fflush(stdout);
         }
         if (metrics)
-          fprintf(metrics, "%lld,%ld,%.6f,%.6f,%g,%.1f\n", step, epoch + 1, win_loss / win_n, win_correct / win_n, lr,
-                  ips);
+          fprintf(metrics, "%lld,%ld,%.6f,%.6f,%g,%.1f\n", step, epoch + 1, win_loss / win_n, win_correct / win_n,
+                  lr_now, ips);
         t_win = now, img_since = 0, win_loss = win_correct = win_n = 0;
       }
       if (st[3] > 0) {

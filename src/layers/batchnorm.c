@@ -56,7 +56,7 @@ void cnnb_bn_forward(cnnb_bn *bn, cnnb_layer *l, float *x, int batch, int train)
   float *rmean = l->param[bn->p_mean].data, *rvar = l->param[bn->p_var].data;
   const size_t m = (size_t)batch * S;
   for (int f = 0; f < C; f++) {
-    float mean, var;
+    double mean, var;
     if (train) {
       /* double accumulators: m can be large and float sums drift */
       double sum = 0, sq = 0;
@@ -69,23 +69,25 @@ void cnnb_bn_forward(cnnb_bn *bn, cnnb_layer *l, float *x, int batch, int train)
         const float *p = x + ((size_t)b * C + f) * S;
         for (int k = 0; k < S; k++) sq += (p[k] - mu) * (p[k] - mu);
       }
-      mean = (float)mu;
+      mean = mu;
       /* unbiased like Darknet; a single value has variance 0, not 0/0 */
-      var = (float)(sq / (double)(m > 1 ? m - 1 : 1));
-      rmean[f] = CNNB_BN_MOMENTUM * rmean[f] + (1.f - CNNB_BN_MOMENTUM) * mean;
-      rvar[f] = CNNB_BN_MOMENTUM * rvar[f] + (1.f - CNNB_BN_MOMENTUM) * var;
+      var = sq / (double)(m > 1 ? m - 1 : 1);
+      rmean[f] = (float)(CNNB_BN_MOMENTUM * rmean[f] + (1.0 - CNNB_BN_MOMENTUM) * mean);
+      rvar[f] = (float)(CNNB_BN_MOMENTUM * rvar[f] + (1.0 - CNNB_BN_MOMENTUM) * var);
     } else {
       mean = rmean[f];
       var = rvar[f];
     }
-    const float inv = 1.f / sqrtf(var + CNNB_BN_EPS);
-    bn->mean[f] = mean;
-    bn->inv_std[f] = inv;
+    /* normalising in double keeps the statistics' rounding out of xhat (finite-difference checks
+     * of deep stacks otherwise drown in it); the cost is small next to the convolution */
+    const double inv = 1.0 / sqrt(var + CNNB_BN_EPS);
+    bn->mean[f] = (float)mean;
+    bn->inv_std[f] = (float)inv;
     for (int b = 0; b < batch; b++) {
       const size_t o = ((size_t)b * C + f) * S;
       float *p = x + o, *xh = bn->xhat + o;
       for (int k = 0; k < S; k++) {
-        xh[k] = (p[k] - mean) * inv;
+        xh[k] = (float)((p[k] - mean) * inv);
         p[k] = scales[f] * xh[k] + biases[f];
       }
     }

@@ -6,7 +6,7 @@
 
 #define CNNB_LAYER_KINDS(X)                                                                       \
   X(convolutional) X(connected) X(batchnorm) X(softmax) X(maxpool) X(avgpool) X(shortcut)         \
-  X(route) X(upsample) X(dropout) X(crop) X(l2norm)
+  X(route) X(upsample) X(dropout) X(crop) X(l2norm) X(yolo) X(region)
 
 /* Weak while kinds are being written in parallel; made strong once all exist. */
 #define DECLARE(kind) extern const cnnb_layer_ops cnnb_layer_##kind##_ops __attribute__((weak));

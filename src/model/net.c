@@ -89,7 +89,27 @@ static int read_net_section(cnnb_net *net, cnnb_cfg_section *s, const cnnb_net_o
   rc = rc ? rc : cnnb_cfg_float(cfg, s, "decay", 0.0001f, 0, 1, &hp->decay);
   rc = rc ? rc : cnnb_cfg_floats(cfg, s, "mean", hp->mean, 4, &hp->nmean);
   rc = rc ? rc : cnnb_cfg_floats(cfg, s, "std", hp->std, 4, &hp->nstd);
+  const char *policy = cnnb_cfg_str(s, "policy", "constant");
+  if (!strcmp(policy, "constant"))
+    hp->policy = CNNB_LR_CONSTANT;
+  else if (!strcmp(policy, "steps"))
+    hp->policy = CNNB_LR_STEPS;
+  else if (!strcmp(policy, "poly"))
+    hp->policy = CNNB_LR_POLY;
+  else if (!strcmp(policy, "cosine"))
+    hp->policy = CNNB_LR_COSINE;
+  else
+    return cnnb_error(CNNB_ECFG, "%s:%d: key 'policy' = '%s': use constant, steps, poly or cosine", cfg->path,
+                      cnnb_cfg_find(s, "policy")->line, policy);
+  int nscales = 0;
+  rc = rc ? rc : cnnb_cfg_ints(cfg, s, "steps", hp->steps, 16, &hp->nsteps);
+  rc = rc ? rc : cnnb_cfg_floats(cfg, s, "scales", hp->scales, 16, &nscales);
+  rc = rc ? rc : cnnb_cfg_int(cfg, s, "burn_in", 0, 0, 1 << 30, &hp->burn_in);
+  rc = rc ? rc : cnnb_cfg_float(cfg, s, "power", 4, 0, 100, &hp->power);
+  rc = rc ? rc : cnnb_cfg_int(cfg, s, "max_batches", 0, 0, 1 << 30, &hp->max_batches);
   if (rc) return rc;
+  if (hp->policy == CNNB_LR_STEPS && nscales != hp->nsteps)
+    return cnnb_error(CNNB_ECFG, "%s:%d: [net] has %d steps but %d scales", cfg->path, s->line, hp->nsteps, nscales);
   for (int i = 0; i < hp->nstd; i++)
     if (!(hp->std[i] > 0)) return cnnb_error(CNNB_ECFG, "%s:%d: [net] std must be positive", cfg->path, s->line);
   /* Darknet's "inputs" describes a flat input of that many values. */
@@ -238,6 +258,23 @@ int cnnb_net_load(cnnb_net **out, const char *path, const cnnb_net_opts *opts)
   }
   *out = net;
   return 0;
+}
+
+float cnnb_lr_at(const cnnb_hparams *hp, float base, long long step, long long total)
+{
+  if (hp->max_batches > 0) total = hp->max_batches;
+  if (hp->burn_in > 0 && step < hp->burn_in) return base * powf((float)(step + 1) / (float)hp->burn_in, hp->power);
+  double t = total > 0 ? fmin(1.0, (double)step / (double)total) : 0;
+  switch (hp->policy) {
+  case CNNB_LR_STEPS: {
+    float lr = base;
+    for (int i = 0; i < hp->nsteps && hp->steps[i] <= step; i++) lr *= hp->scales[i];
+    return lr;
+  }
+  case CNNB_LR_POLY: return (float)(base * pow(1 - t, hp->power));
+  case CNNB_LR_COSINE: return (float)(base * 0.5 * (1 + cos(3.14159265358979323846 * t)));
+  default: return base;
+  }
 }
 
 void cnnb_net_init_params(cnnb_net *net, unsigned long long seed)

@@ -46,7 +46,8 @@ typedef struct cnnb_gradcheck_result {
  * so the same mask repeats), loss L = sum(r . output) with a fixed random r, and compares the
  * analytic dL/d input and dL/d params against central differences (eps 1e-3, in float, on up
  * to `max_checks` randomly chosen entries of each). Relative error is
- * |a-n| / max(1e-2, |a|+|n|). Prints the worst entries on failure. Returns 0 or an error. */
+ * |a-n| / max(floor, |a|+|n|) with floor = 5% of the gradient's RMS (float rounding noise sits
+ * well below it; a wrong backward does not). Prints the worst entries. Returns 0 or an error. */
 int cnnb_gradcheck(const char *cfg_text, int batch, unsigned seed, int train, int max_checks,
                    cnnb_gradcheck_result *res);
 
