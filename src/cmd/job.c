@@ -79,9 +79,10 @@ int cnnb_job_open_data(cnnb_dataset **out, const char *path, const cnnb_net *net
     int k = cnnb_job_num_outputs(net);
     for (long i = 0; i < n; i++)
       if (lab[i] < 0 || lab[i] >= k) {
+        rc = cnnb_error(CNNB_EINVAL, "%s: label %d of image %ld is outside the %d classes of model %s", path, lab[i],
+                        i, k, net->cfg.path);
         cnnb_dataset_close(ds);
-        return cnnb_error(CNNB_EINVAL, "%s: label %d of image %ld is outside the %d classes of model %s", path, lab[i],
-                          i, k, net->cfg.path);
+        return rc;
       }
   }
   *out = ds;

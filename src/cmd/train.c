@@ -207,7 +207,9 @@ int cnnb_cmd_train(int argc, char **argv)
   sigaction(SIGTERM, &sa, NULL);
   sigaction(SIGUSR1, &sa, NULL);
 
-  const int tty = isatty(1) && !t.quiet;
+  /* An updating line only on a real terminal: under mpirun every rank's stdout is a pty even
+   * when the job's output goes to a log file, so launched runs print plain lines. */
+  const int tty = isatty(1) && !t.quiet && !getenv("OMPI_COMM_WORLD_SIZE") && !getenv("SLURM_JOB_ID");
   const cnnb_layer *last = cnnb_net_output_layer(net);
   const int K = cnnb_job_num_outputs(net);
   if (d.rank == 0 && !t.quiet)

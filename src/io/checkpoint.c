@@ -1,7 +1,9 @@
 /* Checkpoint files (include/cnnb/ckpt.h, docs/FORMATS.md). */
 #include "cnnb/ckpt.h"
 
+#include <fcntl.h>
 #include <hdf5.h>
+#include <libgen.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -71,16 +73,42 @@ static int save_body(hid_t f, const cnnb_net *net, const cnnb_optim *opt, const 
   return bad ? -1 : 0;
 }
 
+/* H5Fflush only hands data to the kernel; fsync makes the rename below publish a file whose
+ * contents are on disk, so a crash cannot leave PATH renamed but empty. Best effort on the
+ * directory entry (some file systems refuse fsync on directories). */
+static int sync_file(const char *p)
+{
+  int fd = open(p, O_RDONLY);
+  if (fd < 0) return -1;
+  int rc = fsync(fd);
+  close(fd);
+  return rc;
+}
+
+static void sync_dir_of(const char *p)
+{
+  char buf[4096];
+  snprintf(buf, sizeof buf, "%s", p);
+  int fd = open(dirname(buf), O_RDONLY);
+  if (fd >= 0) {
+    fsync(fd);
+    close(fd);
+  }
+}
+
 int cnnb_ckpt_save(const char *path, const cnnb_net *net, const cnnb_optim *opt, const cnnb_ckpt_meta *meta)
 {
   cnnb_h5_quiet();
   char tmp[4096];
-  snprintf(tmp, sizeof tmp, "%s.tmp", path);
+  /* A truncated PATH.tmp would be renamed onto a path nobody asked for. */
+  if ((size_t)snprintf(tmp, sizeof tmp, "%s.tmp", path) >= sizeof tmp)
+    return cnnb_error(CNNB_EIO, "%s: checkpoint path too long", path);
   hid_t f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
-  if (f < 0) return cnnb_error(CNNB_EIO, "%s: cannot create checkpoint", tmp);
+  if (f < 0) return cnnb_error(CNNB_EIO, "%s: cannot create the checkpoint's temporary file %s", path, tmp);
   int rc = save_body(f, net, opt, meta);
   if (H5Fflush(f, H5F_SCOPE_GLOBAL) < 0) rc = -1;
   if (H5Fclose(f) < 0) rc = -1;
+  if (rc == 0 && sync_file(tmp) != 0) rc = -1;
   if (rc < 0) {
     unlink(tmp);
     return cnnb_error(CNNB_EIO, "%s: writing the checkpoint failed (disk full?)", path);
@@ -89,6 +117,7 @@ int cnnb_ckpt_save(const char *path, const cnnb_net *net, const cnnb_optim *opt,
     unlink(tmp);
     return cnnb_error(CNNB_EIO, "%s: cannot rename %s into place", path, tmp);
   }
+  sync_dir_of(path);
   return 0;
 }
 
@@ -134,6 +163,12 @@ int cnnb_ckpt_load(const char *path, cnnb_net *net, cnnb_optim *opt, cnnb_ckpt_m
     return cnnb_error(CNNB_EIO, "%s: not a cnn-batch checkpoint (root attribute cnnb_schema is not '%s')", path,
                       CNNB_CKPT_SCHEMA);
   }
+  /* A newer layout may mean something else by the same names: refuse rather than guess. */
+  if (cnnb_h5_attr_get_int(f, "cnnb_version", &v) && v > CNNB_CKPT_VERSION) {
+    H5Fclose(f);
+    return cnnb_error(CNNB_EIO, "%s: checkpoint version %lld is newer than this program's %d", path, v,
+                      CNNB_CKPT_VERSION);
+  }
   if (cnnb_h5_attr_get_int(f, "num_layers", &v) && v != net->n) {
     H5Fclose(f);
     return cnnb_error(CNNB_ESHAPE, "%s: checkpoint of a different model: %lld layers, the model has %d", path, v,
@@ -149,6 +184,18 @@ int cnnb_ckpt_load(const char *path, cnnb_net *net, cnnb_optim *opt, cnnb_ckpt_m
       snprintf(what, sizeof what, "layer %d [%s]", i, cnnb_layer_kind(l));
       rc = read_f32(f, path, name, p->data, p->count, p->dims, p->ndim, what);
     }
+  }
+  if (!rc && opt && H5Lexists(f, "optimizer", H5P_DEFAULT) > 0) {
+    /* SGD's m is momentum, Adam's the first moment: loading one as the other would resume
+     * with silently wrong state, so a different optimizer is an error. */
+    char **kind = NULL;
+    hid_t og = H5Gopen2(f, "optimizer", H5P_DEFAULT);
+    int nk = og >= 0 ? cnnb_h5_attr_get_strs(og, "kind", &kind) : 0;
+    if (og >= 0) H5Gclose(og);
+    const char *want = opt->kind == CNNB_OPTIM_ADAM ? "adam" : "sgd";
+    if (nk == 1 && strcmp(kind[0], want))
+      rc = cnnb_error(CNNB_EINVAL, "%s: optimizer state is %s but this run uses %s", path, kind[0], want);
+    cnnb_h5_free_strs(kind, nk > 0 ? nk : 0);
   }
   if (!rc && opt && H5Lexists(f, "optimizer", H5P_DEFAULT) > 0) {
     int n = (int)opt->n;
