@@ -3,6 +3,7 @@
  * the HDF5 file, and gradients are averaged by allreduce (in buckets overlapped with backward
  * unless --allreduce=blocking). */
 #include <math.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,6 +16,47 @@
 #include "cnnb/ckpt.h"
 #include "cnnb/error.h"
 #include "cnnb/optim.h"
+
+/* The next batch is read by a helper thread while the current one computes. HDF5 here is not
+ * built thread-safe, so the main thread touches HDF5 only after prefetch_wait(). */
+typedef struct prefetch {
+  pthread_t th;
+  int active;
+  cnnb_dataset *ds;
+  const long *rows;
+  int m;
+  float *x;
+  int *lab;
+  int rc;
+  char msg[1024];
+} prefetch;
+
+static void *prefetch_run(void *arg)
+{
+  prefetch *p = arg;
+  p->rc = cnnb_dataset_read(p->ds, p->rows, p->m, p->x, p->lab);
+  if (p->rc) snprintf(p->msg, sizeof p->msg, "%s", cnnb_error_message()); /* messages are per thread */
+  return NULL;
+}
+
+static void prefetch_start(prefetch *p, cnnb_dataset *ds, const long *rows, int m, float *x, int *lab)
+{
+  *p = (prefetch){.ds = ds, .rows = rows, .m = m, .x = x, .lab = lab};
+  if (pthread_create(&p->th, NULL, prefetch_run, p) == 0)
+    p->active = 1;
+  else
+    prefetch_run(p); /* no thread: read now */
+}
+
+/* Returns the read's status (0 when nothing was in flight). */
+static int prefetch_wait(prefetch *p)
+{
+  if (!p->active) return 0;
+  pthread_join(p->th, NULL);
+  p->active = 0;
+  if (p->rc) cnnb_error(p->rc, "%s", p->msg);
+  return p->rc;
+}
 
 static volatile sig_atomic_t stop_requested;
 static void on_signal(int sig) { stop_requested = sig; }
@@ -134,8 +176,9 @@ int cnnb_cmd_train(int argc, char **argv)
   memset(&opt, 0, sizeof opt);
   cnnb_grad_sync gs;
   memset(&gs, 0, sizeof gs);
-  float *x = NULL;
-  int *lab = NULL;
+  float *xb[2] = {NULL, NULL};
+  int *lb[2] = {NULL, NULL};
+  prefetch pf = {0};
   long *perm = NULL;
   FILE *metrics = NULL;
   int exit_code = CNNB_EXIT_FAIL;
@@ -181,14 +224,20 @@ int cnnb_cmd_train(int argc, char **argv)
     if (!rc && meta.seed != (unsigned long long)t.seed && d.rank == 0)
       cnnb_log(CNNB_LOG_WARN, "%s was trained with seed %llu; continuing with its seed", t.resume, meta.seed);
     if (!rc) t.seed = (long)meta.seed;
+    /* The resume point is a step inside the epoch's plan, which depends on the batch. */
+    if (!rc && meta.global_batch && meta.global_batch != B)
+      rc = cnnb_error(CNNB_EINVAL, "%s was written with global batch %d; resume with --batch %d (not %ld)", t.resume,
+                      meta.global_batch, meta.global_batch, B);
     if (!rc && meta.world_size && meta.world_size != d.size && d.rank == 0)
       cnnb_log(CNNB_LOG_WARN, "%s was written by %d ranks, resuming on %d: not bit-identical to an uninterrupted run",
                t.resume, meta.world_size, d.size);
   }
-  x = malloc((size_t)no.max_batch * cnnb_shape_size(net->in) * sizeof *x);
-  lab = malloc((size_t)no.max_batch * sizeof *lab);
+  for (int i = 0; i < 2; i++) {
+    xb[i] = malloc((size_t)no.max_batch * cnnb_shape_size(net->in) * sizeof(float));
+    lb[i] = malloc((size_t)no.max_batch * sizeof(int));
+  }
   perm = malloc((size_t)cnnb_dataset_count(ds) * sizeof *perm);
-  if (!rc && (!x || !lab || !perm)) rc = cnnb_error(CNNB_ENOMEM, "out of memory for batches");
+  if (!rc && (!xb[0] || !xb[1] || !lb[0] || !lb[1] || !perm)) rc = cnnb_error(CNNB_ENOMEM, "out of memory for batches");
   if (!rc && d.rank == 0 && t.metrics) {
     int fresh = access(t.metrics, F_OK) != 0;
     metrics = fopen(t.metrics, "a");
@@ -237,20 +286,27 @@ int cnnb_cmd_train(int argc, char **argv)
       net->loss_scale = 1.0f / (float)bn;
       cnnb_rng_seed(&net->rng, (uint64_t)t.seed, (uint64_t)d.rank + 1, (uint64_t)epoch, (uint64_t)s);
       double st[4] = {0, 0, 0, 0}; /* loss sum, correct, samples, stop */
-      if (m > 0) {
-        rc = cnnb_dataset_read(ds, perm + b0 + lo, m, x, lab);
-        if (!rc) {
-          net->truth = lab;
-          st[0] = cnnb_net_train_step(net, x, m);
-          for (int i = 0; i < m; i++) {
-            const float *p = last->output + (size_t)i * K;
-            int best = 0;
-            for (int j = 1; j < K; j++)
-              if (p[j] > p[best]) best = j;
-            st[1] += best == lab[i];
-          }
-          st[2] = m;
+      int cur = s & 1, first = s == (epoch == epoch0 ? estep0 : 0);
+      float *x = xb[cur];
+      int *lab = lb[cur];
+      /* This batch was prefetched during the last step, except at an epoch's first step. */
+      rc = first ? (m > 0 ? cnnb_dataset_read(ds, perm + b0 + lo, m, x, lab) : 0) : prefetch_wait(&pf);
+      if (!rc && s + 1 < steps_per_epoch) {
+        long nb0 = (s + 1) * B, nbn = N - nb0 < B ? N - nb0 : B, nlo, nhi;
+        cnnb_dist_slice(&d, nbn, &nlo, &nhi);
+        if (nhi > nlo) prefetch_start(&pf, ds, perm + nb0 + nlo, (int)(nhi - nlo), xb[cur ^ 1], lb[cur ^ 1]);
+      }
+      if (m > 0 && !rc) {
+        net->truth = lab;
+        st[0] = cnnb_net_train_step(net, x, m);
+        for (int i = 0; i < m; i++) {
+          const float *p = last->output + (size_t)i * K;
+          int best = 0;
+          for (int j = 1; j < K; j++)
+            if (p[j] > p[best]) best = j;
+          st[1] += best == lab[i];
         }
+        st[2] = m;
       }
       rc = cnnb_dist_agree(&d, rc);
       if (rc) break;
@@ -295,12 +351,17 @@ int cnnb_cmd_train(int argc, char **argv)
         stopped = 1;
         break;
       }
-      if (t.ckpt_every && step % t.ckpt_every == 0 && !last_step) rc = save(&d, t.out, net, &opt, &meta);
+      if (t.ckpt_every && step % t.ckpt_every == 0 && !last_step) {
+        rc = prefetch_wait(&pf);
+        if (!rc) rc = save(&d, t.out, net, &opt, &meta);
+      }
       if (t.max_steps && step >= t.max_steps) {
         stopped = 2;
         break;
       }
     }
+    int prc = prefetch_wait(&pf); /* the batch of a step that will not run (stop, max-steps) */
+    if (!rc) rc = prc;
     if (rc) break;
     if (!stopped || meta.epoch_step == steps_per_epoch) {
       meta.epoch = epoch + 1;
@@ -322,10 +383,13 @@ int cnnb_cmd_train(int argc, char **argv)
   exit_code = stopped == 1 ? CNNB_EXIT_STOPPED : CNNB_EXIT_OK;
 
 done:
+  if (pf.active) prefetch_wait(&pf);
   if (rc) cnnb_job_fail(&d, "train");
   if (metrics) fclose(metrics);
-  free(x);
-  free(lab);
+  for (int i = 0; i < 2; i++) {
+    free(xb[i]);
+    free(lb[i]);
+  }
   free(perm);
   cnnb_grad_sync_free(&gs);
   cnnb_optim_free(&opt);
