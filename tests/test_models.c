@@ -1,4 +1,4 @@
-/* The shipped model files (jobs/*.cfg): published parameter counts of the ImageNet networks,
+/* The shipped model files (the jobs directory): published parameter counts of the ImageNet networks,
  * the Inception notes' multiply-adds, one training step of every model at a small input size
  * (loss near ln(classes) at initialisation, finite and non-zero gradients in every parameter
  * tensor), and gradient checks of a residual block with projection shortcut and of an
@@ -172,7 +172,7 @@ static void train_step_case(const char *file, int h, int w, int c)
   float *x = malloc(sizeof(float) * insz * N);
   CU_ASSERT_PTR_NOT_NULL_FATAL(x);
   cnnb_rng rng;
-  cnnb_rng_seed(&rng, 11);
+  cnnb_rng_seed(&rng, 11, 0, 0, 0);
   for (size_t i = 0; i < insz * N; i++) x[i] = cnnb_rng_normal(&rng);
   int labels[N] = {1, classes - 1};
   net->truth = labels;
