@@ -23,6 +23,9 @@ void cnnb_dist_slice(const cnnb_dist *d, long b, long *lo, long *hi);
  * rank's code, with its message (prefixed "rank R: ") copied to every rank. */
 int cnnb_dist_agree(const cnnb_dist *d, int rc);
 
+/* For net->stat_sum (synchronised batch norm): sums v over the ranks of ctx, a cnnb_dist. */
+void cnnb_dist_stat_sum(double *v, int n, void *ctx);
+
 typedef enum cnnb_allreduce_mode { CNNB_ALLREDUCE_OVERLAP = 0, CNNB_ALLREDUCE_BLOCKING = 1 } cnnb_allreduce_mode;
 
 typedef struct cnnb_bucket {

@@ -78,6 +78,10 @@ struct cnnb_net {
    * buckets can start their allreduce while earlier layers still compute. */
   void (*backward_hook)(cnnb_net *net, int layer, void *ctx);
   void *backward_hook_ctx;
+  /* Sums n doubles over all ranks in place: set for synchronised batch norm (statistics of
+   * the global batch); NULL keeps batch-norm statistics per rank. */
+  void (*stat_sum)(double *v, int n, void *ctx);
+  void *stat_sum_ctx;
 };
 
 cnnb_net_opts cnnb_net_opts_default(void);

@@ -71,7 +71,7 @@ typedef struct train_cfg {
   const char *model, *data, *val, *out, *resume, *metrics;
   long epochs, batch, seed, ckpt_every, log_every, limit, max_steps;
   double lr;
-  int optim, quiet;
+  int optim, quiet, sync_bn, nesterov;
   cnnb_allreduce_mode allreduce;
   size_t bucket_bytes;
   cnnb_data_args da;
@@ -104,6 +104,8 @@ static int parse(int argc, char **argv, train_cfg *t)
     {"labels-name", "NAME", "labels dataset (default labels)", &t->da.labels_name, NULL},
     {"mean", "M[,M..]", "input mean per channel, on the [0,1] scale", &t->da.mean, NULL},
     {"std", "S[,S..]", "input standard deviation per channel", &t->da.std, NULL},
+    {"sync-bn", NULL, "batch-norm statistics over the global batch (all ranks), not per rank", NULL, &t->sync_bn},
+    {"nesterov", NULL, "Nesterov momentum for sgd", NULL, &t->nesterov},
     {"quiet", NULL, "print only errors and the final line", NULL, &help_quiet},
     {NULL, NULL, NULL, NULL, NULL}};
   const char *pos[1];
@@ -216,6 +218,11 @@ int cnnb_cmd_train(int argc, char **argv)
 
   cnnb_net_init_params(net, (unsigned long long)t.seed);
   rc = cnnb_optim_init(&opt, (cnnb_optim_kind)t.optim, net);
+  opt.nesterov = t.nesterov;
+  if (t.sync_bn && d.size > 1) {
+    net->stat_sum = cnnb_dist_stat_sum;
+    net->stat_sum_ctx = &d;
+  }
   if (!rc) rc = cnnb_grad_sync_init(&gs, net, &d, t.allreduce, t.bucket_bytes);
   cnnb_ckpt_meta meta = {0};
   meta.seed = (unsigned long long)t.seed;
@@ -296,7 +303,9 @@ int cnnb_cmd_train(int argc, char **argv)
         cnnb_dist_slice(&d, nbn, &nlo, &nhi);
         if (nhi > nlo) prefetch_start(&pf, ds, perm + nb0 + nlo, (int)(nhi - nlo), xb[cur ^ 1], lb[cur ^ 1]);
       }
-      if (m > 0 && !rc) {
+      /* With synchronised batch norm every rank joins the statistics' allreduce, even with no
+       * rows in this (last, small) batch. */
+      if (!rc && (m > 0 || net->stat_sum)) {
         net->truth = lab;
         st[0] = cnnb_net_train_step(net, x, m);
         for (int i = 0; i < m; i++) {

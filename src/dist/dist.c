@@ -58,6 +58,12 @@ int cnnb_dist_agree(const cnnb_dist *d, int rc)
   return code;
 }
 
+void cnnb_dist_stat_sum(double *v, int n, void *ctx)
+{
+  const cnnb_dist *d = ctx;
+  MPI_Allreduce(MPI_IN_PLACE, v, n, MPI_DOUBLE, MPI_SUM, d->comm);
+}
+
 static void start_bucket(cnnb_grad_sync *g, cnnb_bucket *b)
 {
   MPI_Iallreduce(MPI_IN_PLACE, g->net->grads + b->off, (int)b->count, MPI_FLOAT, MPI_SUM, g->dist->comm, &b->req);

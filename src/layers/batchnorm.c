@@ -9,9 +9,11 @@
 #include "cnnb/net.h"
 #include "layers/batchnorm_impl.h"
 
-int cnnb_bn_setup(cnnb_bn *bn, cnnb_layer *l, int c, int spatial, int max_batch)
+int cnnb_bn_setup(cnnb_bn *bn, cnnb_layer *l, int c, int spatial, cnnb_net *net)
 {
+  const int max_batch = net->max_batch;
   memset(bn, 0, sizeof *bn);
+  bn->net = net;
   bn->c = c;
   bn->spatial = spatial;
   bn->max_batch = max_batch;
@@ -24,7 +26,8 @@ int cnnb_bn_setup(cnnb_bn *bn, cnnb_layer *l, int c, int spatial, int max_batch)
   bn->xhat = malloc(sizeof(float) * (size_t)max_batch * c * spatial);
   bn->mean = malloc(sizeof(float) * (size_t)c);
   bn->inv_std = malloc(sizeof(float) * (size_t)c);
-  if (!bn->xhat || !bn->mean || !bn->inv_std) {
+  bn->acc = malloc(sizeof(double) * (size_t)(4 * c + 1));
+  if (!bn->xhat || !bn->mean || !bn->inv_std || !bn->acc) {
     cnnb_bn_free(bn);
     return cnnb_error(CNNB_ENOMEM, "out of memory for batch-norm buffers");
   }
@@ -36,7 +39,9 @@ void cnnb_bn_free(cnnb_bn *bn)
   free(bn->xhat);
   free(bn->mean);
   free(bn->inv_std);
+  free(bn->acc);
   bn->xhat = bn->mean = bn->inv_std = NULL;
+  bn->acc = NULL;
 }
 
 void cnnb_bn_init(cnnb_bn *bn, cnnb_layer *l)
@@ -49,45 +54,68 @@ void cnnb_bn_init(cnnb_bn *bn, cnnb_layer *l)
   }
 }
 
+/* Batch statistics into mean[] and var[] (C each): per-channel sums over this rank's samples,
+ * summed over all ranks when the network synchronises batch norm (net->stat_sum). Returns the
+ * number of values the statistics cover. */
+static double batch_stats(cnnb_bn *bn, const float *x, int batch, double *mean, double *var)
+{
+  const int C = bn->c, S = bn->spatial;
+  double *acc = bn->acc; /* [0,C) sums, [C] count, [C+1, 2C+1) squared deviations */
+  cnnb_net *net = bn->net;
+  /* double accumulators: m can be large and float sums drift */
+  for (int f = 0; f < C; f++) {
+    double sum = 0;
+    for (int b = 0; b < batch; b++) {
+      const float *p = x + ((size_t)b * C + f) * S;
+      for (int k = 0; k < S; k++) sum += p[k];
+    }
+    acc[f] = sum;
+  }
+  acc[C] = (double)batch * S;
+  if (net->stat_sum) net->stat_sum(acc, C + 1, net->stat_sum_ctx);
+  const double m = acc[C];
+  for (int f = 0; f < C; f++) {
+    const double mu = acc[f] / m;
+    double sq = 0;
+    for (int b = 0; b < batch; b++) {
+      const float *p = x + ((size_t)b * C + f) * S;
+      for (int k = 0; k < S; k++) sq += (p[k] - mu) * (p[k] - mu);
+    }
+    mean[f] = mu;
+    acc[C + 1 + f] = sq;
+  }
+  if (net->stat_sum) net->stat_sum(acc + C + 1, C, net->stat_sum_ctx);
+  /* unbiased like Darknet; a single value has variance 0, not 0/0 */
+  for (int f = 0; f < C; f++) var[f] = acc[C + 1 + f] / (m > 1 ? m - 1 : 1);
+  return m;
+}
+
 void cnnb_bn_forward(cnnb_bn *bn, cnnb_layer *l, float *x, int batch, int train)
 {
   const int C = bn->c, S = bn->spatial;
   const float *scales = l->param[bn->p_scales].data, *biases = l->param[bn->p_biases].data;
   float *rmean = l->param[bn->p_mean].data, *rvar = l->param[bn->p_var].data;
-  const size_t m = (size_t)batch * S;
-  for (int f = 0; f < C; f++) {
-    double mean, var;
-    if (train) {
-      /* double accumulators: m can be large and float sums drift */
-      double sum = 0, sq = 0;
-      for (int b = 0; b < batch; b++) {
-        const float *p = x + ((size_t)b * C + f) * S;
-        for (int k = 0; k < S; k++) sum += p[k];
-      }
-      const double mu = sum / (double)m;
-      for (int b = 0; b < batch; b++) {
-        const float *p = x + ((size_t)b * C + f) * S;
-        for (int k = 0; k < S; k++) sq += (p[k] - mu) * (p[k] - mu);
-      }
-      mean = mu;
-      /* unbiased like Darknet; a single value has variance 0, not 0/0 */
-      var = sq / (double)(m > 1 ? m - 1 : 1);
-      rmean[f] = (float)(CNNB_BN_MOMENTUM * rmean[f] + (1.0 - CNNB_BN_MOMENTUM) * mean);
-      rvar[f] = (float)(CNNB_BN_MOMENTUM * rvar[f] + (1.0 - CNNB_BN_MOMENTUM) * var);
-    } else {
-      mean = rmean[f];
-      var = rvar[f];
+  double *mean = bn->acc + 2 * C + 1, *var = bn->acc + 3 * C + 1;
+  if (train) {
+    bn->count = batch_stats(bn, x, batch, mean, var);
+    for (int f = 0; f < C; f++) {
+      rmean[f] = (float)(CNNB_BN_MOMENTUM * rmean[f] + (1.0 - CNNB_BN_MOMENTUM) * mean[f]);
+      rvar[f] = (float)(CNNB_BN_MOMENTUM * rvar[f] + (1.0 - CNNB_BN_MOMENTUM) * var[f]);
     }
+  } else {
+    for (int f = 0; f < C; f++) mean[f] = rmean[f], var[f] = rvar[f];
+  }
+  for (int f = 0; f < C; f++) {
     /* normalising in double keeps the statistics' rounding out of xhat (finite-difference checks
      * of deep stacks otherwise drown in it); the cost is small next to the convolution */
-    const double inv = 1.0 / sqrt(var + CNNB_BN_EPS);
-    bn->mean[f] = (float)mean;
+    const double inv = 1.0 / sqrt(var[f] + CNNB_BN_EPS), mu = mean[f];
+    bn->mean[f] = (float)mu;
     bn->inv_std[f] = (float)inv;
     for (int b = 0; b < batch; b++) {
       const size_t o = ((size_t)b * C + f) * S;
       float *p = x + o, *xh = bn->xhat + o;
       for (int k = 0; k < S; k++) {
-        xh[k] = (float)((p[k] - mean) * inv);
+        xh[k] = (float)((p[k] - mu) * inv);
         p[k] = scales[f] * xh[k] + biases[f];
       }
     }
@@ -100,7 +128,7 @@ void cnnb_bn_backward(cnnb_bn *bn, cnnb_layer *l, const float *dy, float *dx, in
   const int C = bn->c, S = bn->spatial;
   const float *scales = l->param[bn->p_scales].data;
   float *gscales = l->param[bn->p_scales].grad, *gbiases = l->param[bn->p_biases].grad;
-  const size_t m = (size_t)batch * S;
+  double *acc = bn->acc; /* [0,C) sum dy, [C, 2C) sum dy*xhat */
   for (int f = 0; f < C; f++) {
     double sdy = 0, sdyx = 0;
     for (int b = 0; b < batch; b++) {
@@ -110,14 +138,23 @@ void cnnb_bn_backward(cnnb_bn *bn, cnnb_layer *l, const float *dy, float *dx, in
         sdyx += (double)dy[o + k] * bn->xhat[o + k];
       }
     }
+    /* Parameter gradients from this rank's share: the allreduce of gradients sums them. */
     if (gscales) gscales[f] += (float)sdyx;
     if (gbiases) gbiases[f] += (float)sdy;
-    if (!dx) continue;
+    acc[f] = sdy;
+    acc[C + f] = sdyx;
+  }
+  if (!dx) return;
+  /* The statistics depend on every sample they cover: with synchronised batch norm the input
+   * gradient needs the global sums. */
+  const double m = train ? bn->count : (double)batch * S;
+  if (train && bn->net->stat_sum) bn->net->stat_sum(acc, 2 * C, bn->net->stat_sum_ctx);
+  for (int f = 0; f < C; f++) {
     /* dx = g*inv*(dy - mean(dy) - xhat*sum(dy*xhat)/(m-1)) in training (the statistics depend
      * on x); just g*inv*dy in inference (they are constants). */
     const float g = scales[f] * bn->inv_std[f];
-    const float a = train ? (float)(sdy / (double)m) : 0.f;
-    const float c = train ? (float)(sdyx / (double)(m > 1 ? m - 1 : 1)) : 0.f;
+    const float a = train ? (float)(acc[f] / m) : 0.f;
+    const float c = train ? (float)(acc[C + f] / (m > 1 ? m - 1 : 1)) : 0.f;
     for (int b = 0; b < batch; b++) {
       const size_t o = ((size_t)b * C + f) * S;
       for (int k = 0; k < S; k++) {
@@ -143,7 +180,7 @@ static int bn_layer_setup(cnnb_layer *l, cnnb_cfg_section *s, cnnb_net *net)
   l->act = CNNB_ACT_LINEAR;
   cnnb_bn *bn = calloc(1, sizeof *bn);
   if (!bn) return cnnb_error(CNNB_ENOMEM, "out of memory");
-  int rc = cnnb_bn_setup(bn, l, l->in.c, l->in.h * l->in.w, net->max_batch);
+  int rc = cnnb_bn_setup(bn, l, l->in.c, l->in.h * l->in.w, net);
   if (rc < 0) {
     free(bn);
     return rc;

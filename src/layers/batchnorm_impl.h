@@ -3,6 +3,8 @@
  *
  * Per channel f over m = batch*spatial values (NCHW):
  *   training:  mean, var = batch statistics, var UNBIASED (sum/(m-1)) as Darknet's variance_cpu;
+ *              with net->stat_sum set (synchronised batch norm), over the global batch of all
+ *              ranks, and backward then uses the global sums of dy and dy*xhat too;
  *              rolling = 0.99*rolling + 0.01*batch (Darknet's momentum)
  *   inference: mean, var = rolling statistics
  *   xhat = (x - mean) / sqrt(var + 1e-5),  y = scales*xhat + biases
@@ -20,6 +22,9 @@
 
 typedef struct cnnb_bn {
   int c, spatial, max_batch;
+  cnnb_net *net;                         /* for net->stat_sum: statistics over all ranks */
+  double *acc;                           /* 4c+1: per-channel sums, then mean and variance */
+  double count;                          /* values the last training statistics covered */
   int p_scales, p_biases, p_mean, p_var; /* indices in l->param */
   float *xhat;                           /* max_batch*c*spatial, kept for backward */
   float *mean, *inv_std;                 /* c each: the statistics of the last forward */
@@ -27,7 +32,7 @@ typedef struct cnnb_bn {
 
 /* Declares scales, biases (trainable) and rolling_mean, rolling_variance (state) on l, in that
  * order, and allocates the buffers. On failure frees what it allocated. */
-int cnnb_bn_setup(cnnb_bn *bn, cnnb_layer *l, int c, int spatial, int max_batch);
+int cnnb_bn_setup(cnnb_bn *bn, cnnb_layer *l, int c, int spatial, cnnb_net *net);
 /* scales 1, biases 0, rolling mean 0, rolling variance 1. */
 void cnnb_bn_init(cnnb_bn *bn, cnnb_layer *l);
 /* Normalises x (batch samples of c*spatial) in place, then scales and shifts. */

@@ -41,7 +41,7 @@ static int conn_setup(cnnb_layer *l, cnnb_cfg_section *s, cnnb_net *net)
   int wd[2] = {outputs, (int)inputs};
   if ((rc = p->p_weights = cnnb_layer_param(l, "weights", 1, 2, wd)) < 0) goto fail;
   if (bn_on) {
-    if ((rc = cnnb_bn_setup(&p->bn, l, outputs, 1, net->max_batch)) < 0) goto fail;
+    if ((rc = cnnb_bn_setup(&p->bn, l, outputs, 1, net)) < 0) goto fail;
     p->p_biases = p->bn.p_biases;
   } else {
     int bd[1] = {outputs};

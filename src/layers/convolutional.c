@@ -70,7 +70,7 @@ static int conv_setup(cnnb_layer *l, cnnb_cfg_section *s, cnnb_net *net)
   int wd[4] = {filters, c / groups, size, size};
   if ((rc = p->p_weights = cnnb_layer_param(l, "weights", 1, 4, wd)) < 0) goto fail;
   if (bn_on) {
-    if ((rc = cnnb_bn_setup(&p->bn, l, filters, l->out.h * l->out.w, net->max_batch)) < 0) goto fail;
+    if ((rc = cnnb_bn_setup(&p->bn, l, filters, l->out.h * l->out.w, net)) < 0) goto fail;
     p->p_biases = p->bn.p_biases;
   } else {
     int bd[1] = {filters};

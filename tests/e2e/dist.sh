@@ -71,6 +71,26 @@ for n in (2, 4):
 assert l1[-5:].mean() < l1[:5].mean(), "loss did not fall"
 PY
 
+# Synchronised batch norm: with --sync-bn, LeNet-5 (batch norm in both convolutions) gives the
+# same parameters, running statistics included, on 1 and 2 ranks.
+for n in 1 2; do
+  $MPIRUN -n $n "$CNNB_BIN" train $CNNB_SOURCE_DIR/jobs/lenet5.cfg --data train.h5 --max-steps 15 --seed 5 \
+    --sync-bn --batch 32 --quiet -o bn$n.h5 >logbn$n.txt 2>&1 || fail "sync-bn train on $n ranks: $(cat logbn$n.txt)"
+done
+$PY - <<'PY' || fail "sync-bn results differ between 1 and 2 ranks"
+import h5py, numpy as np
+def load(p):
+    out = {}
+    with h5py.File(p, "r") as f:
+        f["layers"].visititems(lambda n, o: out.__setitem__(n, o[()]) if isinstance(o, h5py.Dataset) else None)
+    return out
+a, b = load("bn1.h5"), load("bn2.h5")
+worst = max(np.abs(a[k] - b[k]).max() / max(np.abs(a[k]).max(), 1e-6) for k in a)
+print(f"sync-bn 1 vs 2 ranks: max relative difference {worst:.2e} over {len(a)} tensors")
+assert worst < 1e-4, worst
+assert any("rolling_mean" in k for k in a)
+PY
+
 # Exact resume: 2 epochs in one go == stopping after the first epoch's 19 steps (1200 / 64),
 # then --resume to 2 (2 ranks, with BN: jobs/lenet5). The stop uses --max-steps, not
 # --epochs 1, because the cosine schedule spans the requested epochs.
