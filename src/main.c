@@ -15,6 +15,8 @@ static const struct {
   {"train", cnnb_cmd_train, "train a model data-parallel over MPI ranks"},
   {"eval", cnnb_cmd_eval, "loss and accuracy of a checkpoint on a dataset"},
   {"predict", cnnb_cmd_predict, "write a model's outputs for every image into HDF5"},
+  {"filter", cnnb_cmd_filter, "apply an edge filter or kernel file to every image (depthwise convolution)"},
+  {"style", cnnb_cmd_style, "neural style transfer of every content image towards a style image"},
 };
 
 static void usage(FILE *f)

@@ -38,6 +38,8 @@ typedef struct cnnb_hparams {
   int burn_in;            /* warm-up steps: lr * (step/burn_in)^power */
   float power;            /* poly exponent and warm-up exponent (Darknet default 4) */
   int max_batches;        /* steps of the whole run for poly/cosine; 0: the run's own length */
+  int flip;               /* augmentation: random horizontal flips (Darknet's flip=1) */
+  int crop_pad;           /* augmentation: random crop after zero padding by this many pixels */
 } cnnb_hparams;
 
 enum { CNNB_LR_CONSTANT = 0, CNNB_LR_STEPS, CNNB_LR_POLY, CNNB_LR_COSINE };

@@ -5,6 +5,7 @@
 
 #include "cmd/args.h"
 #include "cmd/cmd.h"
+#include "cmd/imgcmd.h"
 #include "cmd/job.h"
 #include "cnnb/ckpt.h"
 #include "cnnb/error.h"
@@ -88,7 +89,12 @@ int cnnb_cmd_predict(int argc, char **argv)
   static const char *usage =
     "usage: cnn-batch predict MODEL.cfg --weights CKPT.h5 --data IN.h5 -o OUT.h5\n"
     "Writes /outputs (N x K float32, the last layer's values) and /indices (N int64, the input rows),\n"
-    "every rank writing its rows into the same file (parallel HDF5).";
+    "every rank writing its rows into the same file (parallel HDF5).\n"
+    "--sliding (score maps over larger images) and --layer N (one layer's activations): see\n"
+    "cnn-batch predict --sliding --help.";
+  /* Grid outputs (N x H x W x C) have their own options and writer: src/cmd/sliding.c. */
+  for (int i = 1; i < argc; i++)
+    if (!strcmp(argv[i], "--sliding") || !strncmp(argv[i], "--layer", 7)) return cnnb_cmd_predict_grid(argc, argv);
   cnnb_dist d;
   cnnb_dist_init(&d, MPI_COMM_WORLD);
   infer_args a;

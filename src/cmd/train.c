@@ -13,6 +13,7 @@
 #include "cmd/args.h"
 #include "cmd/cmd.h"
 #include "cmd/job.h"
+#include "cnnb/augment.h"
 #include "cnnb/ckpt.h"
 #include "cnnb/error.h"
 #include "cnnb/optim.h"
@@ -71,7 +72,8 @@ typedef struct train_cfg {
   const char *model, *data, *val, *out, *resume, *metrics;
   long epochs, batch, seed, ckpt_every, log_every, limit, max_steps;
   double lr;
-  int optim, quiet, sync_bn, nesterov;
+  int optim, quiet, sync_bn, nesterov, flip;
+  long crop_pad;
   cnnb_allreduce_mode allreduce;
   size_t bucket_bytes;
   cnnb_data_args da;
@@ -80,7 +82,7 @@ typedef struct train_cfg {
 static int parse(int argc, char **argv, train_cfg *t)
 {
   const char *epochs = "1", *batch = NULL, *lr = NULL, *seed = "1", *every = "0", *logev = "50", *limit = "0";
-  const char *optim = "sgd", *allr = "overlap", *bucket = "4", *maxst = "0";
+  const char *optim = "sgd", *allr = "overlap", *bucket = "4", *maxst = "0", *crop = "-1";
   int help_quiet = 0;
   memset(t, 0, sizeof *t);
   cnnb_opt opts[] = {
@@ -106,6 +108,8 @@ static int parse(int argc, char **argv, train_cfg *t)
     {"std", "S[,S..]", "input standard deviation per channel", &t->da.std, NULL},
     {"sync-bn", NULL, "batch-norm statistics over the global batch (all ranks), not per rank", NULL, &t->sync_bn},
     {"nesterov", NULL, "Nesterov momentum for sgd", NULL, &t->nesterov},
+    {"flip", NULL, "augment: random horizontal flips (also [net] flip=1)", NULL, &t->flip},
+    {"crop-pad", "P", "augment: random crops after zero padding by P pixels (also [net] crop_pad=P)", &crop, NULL},
     {"quiet", NULL, "print only errors and the final line", NULL, &help_quiet},
     {NULL, NULL, NULL, NULL, NULL}};
   const char *pos[1];
@@ -127,6 +131,7 @@ static int parse(int argc, char **argv, train_cfg *t)
       cnnb_arg_long("train", "limit", limit, 0, 1L << 40, &t->limit) ||
       cnnb_arg_long("train", "max-steps", maxst, 0, 1L << 40, &t->max_steps) ||
       cnnb_arg_long("train", "bucket-mb", bucket, 1, 4096, &bmb) ||
+      cnnb_arg_long("train", "crop-pad", crop, -1, 1024, &t->crop_pad) ||
       (lr && cnnb_arg_float("train", "lr", lr, 0, 1e3, &t->lr)))
     return -1;
   t->bucket_bytes = (size_t)bmb << 20;
@@ -183,6 +188,7 @@ int cnnb_cmd_train(int argc, char **argv)
   prefetch pf = {0};
   long *perm = NULL;
   FILE *metrics = NULL;
+  float *aug_scratch = NULL;
   int exit_code = CNNB_EXIT_FAIL;
 
   /* The global batch comes from the flag or [net]; read the cfg once to know it. */
@@ -265,6 +271,12 @@ int cnnb_cmd_train(int argc, char **argv)
 
   /* An updating line only on a real terminal: under mpirun every rank's stdout is a pty even
    * when the job's output goes to a log file, so launched runs print plain lines. */
+  cnnb_augment aug = {t.crop_pad >= 0 ? (int)t.crop_pad : net->hp.crop_pad, t.flip || net->hp.flip};
+  aug_scratch = malloc(sizeof(float) * (size_t)net->in.h * net->in.w);
+  if (!aug_scratch) {
+    rc = cnnb_error(CNNB_ENOMEM, "out of memory");
+    goto done;
+  }
   const int tty = isatty(1) && !t.quiet && !getenv("OMPI_COMM_WORLD_SIZE") && !getenv("SLURM_JOB_ID");
   const cnnb_layer *last = cnnb_net_output_layer(net);
   const int K = cnnb_job_num_outputs(net);
@@ -306,6 +318,7 @@ int cnnb_cmd_train(int argc, char **argv)
       /* With synchronised batch norm every rank joins the statistics' allreduce, even with no
        * rows in this (last, small) batch. */
       if (!rc && (m > 0 || net->stat_sum)) {
+        cnnb_augment_batch(&aug, x, m, net->in, (uint64_t)t.seed, (uint64_t)epoch, (uint64_t)s, lo, aug_scratch);
         net->truth = lab;
         st[0] = cnnb_net_train_step(net, x, m);
         for (int i = 0; i < m; i++) {
@@ -395,6 +408,7 @@ done:
   if (pf.active) prefetch_wait(&pf);
   if (rc) cnnb_job_fail(&d, "train");
   if (metrics) fclose(metrics);
+  free(aug_scratch);
   for (int i = 0; i < 2; i++) {
     free(xb[i]);
     free(lb[i]);

@@ -14,9 +14,19 @@
 #include "core/im2col.h"
 #include "layers/batchnorm_impl.h"
 
+/* The batched convolution's scratch, in floats: a chunk of samples is convolved at once, with
+ * their column matrices side by side (K x chunk*out_hw) and the GEMM's F x chunk*out_hw result
+ * next to it, so that each weight matrix is packed once per chunk rather than once per sample
+ * and the GEMM's N is large enough for OpenBLAS to run near its peak. The chunk is as many
+ * samples as fit this budget (at least one). */
+#ifndef CNNB_CONV_WS_FLOATS
+#define CNNB_CONV_WS_FLOATS ((size_t)4 << 20) /* 16 MiB */
+#endif
+
 typedef struct conv_priv {
   int filters, size, stride, pad, groups, bn_on;
   int direct;  /* 1x1, stride 1, no padding: the input already is the column matrix */
+  int chunk;   /* samples per GEMM (1: one GEMM per sample straight into the output) */
   int p_weights, p_biases;
   cnnb_bn bn;
 } conv_priv;
@@ -77,8 +87,19 @@ static int conv_setup(cnnb_layer *l, cnnb_cfg_section *s, cnnb_net *net)
     if ((rc = p->p_biases = cnnb_layer_param(l, "biases", 1, 1, bd)) < 0) goto fail;
   }
   l->priv = p;
-  /* one column matrix at a time: samples and groups are processed in turn */
-  l->workspace = p->direct ? 0 : (size_t)(c / groups) * size * size * l->out.h * l->out.w;
+  /* per sample and group: the column matrix (kk x out_hw) and the GEMM result (fg x out_hw);
+   * groups are processed in turn. With one sample per chunk the GEMM writes the output directly,
+   * and a direct 1x1 convolution needs no scratch at all. */
+  const size_t ohw = (size_t)l->out.h * l->out.w, kk = (size_t)(c / groups) * size * size;
+  const size_t per = (kk + (size_t)(filters / groups)) * ohw;
+  size_t chunk = CNNB_CONV_WS_FLOATS / (per ? per : 1);
+  if (chunk > (size_t)net->max_batch) chunk = (size_t)net->max_batch;
+  if (chunk < 1) chunk = 1;
+  p->chunk = (int)chunk;
+  if (chunk == 1)
+    l->workspace = p->direct ? 0 : kk * ohw;
+  else
+    l->workspace = chunk * per;
   l->madds = (double)l->out.h * l->out.w * filters * (c / groups) * size * size;
   return 0;
 fail:
@@ -99,23 +120,45 @@ static void conv_init(cnnb_layer *l, cnnb_rng *rng)
     memset(l->param[p->p_biases].data, 0, sizeof(float) * (size_t)p->filters);
 }
 
+/* Sample b's group g of the layer input (cg channels of H x W). */
+static inline const float *in_at(const cnnb_layer *l, int b, int g, int cg)
+{
+  return l->input + ((size_t)b * l->in.c + (size_t)g * cg) * l->in.h * l->in.w;
+}
+
 static void conv_forward(cnnb_layer *l, cnnb_net *net)
 {
   conv_priv *p = l->priv;
   const int C = l->in.c, H = l->in.h, W = l->in.w, F = p->filters, G = p->groups;
   const int cg = C / G, fg = F / G, ohw = l->out.h * l->out.w, kk = cg * p->size * p->size;
   const float *weights = l->param[p->p_weights].data;
-  for (int b = 0; b < net->batch; b++) {
+  for (int b0 = 0; b0 < net->batch; b0 += p->chunk) {
+    const int nb = net->batch - b0 < p->chunk ? net->batch - b0 : p->chunk;
+    const size_t ld = (size_t)nb * ohw;
     for (int g = 0; g < G; g++) {
-      const float *in = l->input + ((size_t)b * C + (size_t)g * cg) * H * W;
-      const float *col = in;
-      if (!p->direct) {
-        cnnb_im2col(in, cg, H, W, p->size, p->stride, p->pad, net->workspace);
-        col = net->workspace;
+      const float *wg = weights + (size_t)g * fg * kk;
+      if (nb == 1) { /* one sample: the GEMM writes the output in place */
+        const float *col = in_at(l, b0, g, cg);
+        if (!p->direct) {
+          cnnb_im2col(col, cg, H, W, p->size, p->stride, p->pad, net->workspace);
+          col = net->workspace;
+        }
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, fg, ohw, kk, 1.f, wg, kk, col, ohw, 0.f,
+                    l->output + ((size_t)b0 * F + (size_t)g * fg) * ohw, ohw);
+        continue;
       }
-      float *out = l->output + ((size_t)b * F + (size_t)g * fg) * ohw;
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, fg, ohw, kk, 1.f,
-                  weights + (size_t)g * fg * kk, kk, col, ohw, 0.f, out, ohw);
+      /* columns of the chunk side by side: sample i at column i*ohw */
+      float *col = net->workspace, *res = net->workspace + (size_t)kk * ld;
+      for (int i = 0; i < nb; i++)
+        cnnb_im2col_ld(in_at(l, b0 + i, g, cg), cg, H, W, p->size, p->stride, p->pad, col + (size_t)i * ohw, ld);
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, fg, (int)ld, kk, 1.f, wg, kk, col, (int)ld, 0.f,
+                  res, (int)ld);
+      /* fg x (nb*ohw) -> NCHW */
+      for (int i = 0; i < nb; i++) {
+        float *out = l->output + ((size_t)(b0 + i) * F + (size_t)g * fg) * ohw;
+        for (int f = 0; f < fg; f++)
+          memcpy(out + (size_t)f * ohw, res + (size_t)f * ld + (size_t)i * ohw, sizeof(float) * (size_t)ohw);
+      }
     }
   }
   if (p->bn_on) {
@@ -153,31 +196,57 @@ static void conv_backward(cnnb_layer *l, cnnb_net *net)
         gb[f] += s;
       }
   }
+  if (!gw && !l->input_delta) return;
 
-  for (int b = 0; b < net->batch; b++) {
+  for (int b0 = 0; b0 < net->batch; b0 += p->chunk) {
+    const int nb = net->batch - b0 < p->chunk ? net->batch - b0 : p->chunk;
+    const size_t ld = (size_t)nb * ohw;
     for (int g = 0; g < G; g++) {
-      const size_t in_off = ((size_t)b * C + (size_t)g * cg) * H * W;
-      const float *d = delta + ((size_t)b * F + (size_t)g * fg) * ohw;
       const float *wg = weights + (size_t)g * fg * kk;
-      if (gw) {
-        const float *col = l->input + in_off;
-        if (!p->direct) {
-          cnnb_im2col(col, cg, H, W, p->size, p->stride, p->pad, net->workspace);
-          col = net->workspace;
+      const size_t in_off = ((size_t)b0 * C + (size_t)g * cg) * H * W;
+      if (nb == 1) { /* one sample: delta and input are the GEMM operands as they are */
+        const float *d = delta + ((size_t)b0 * F + (size_t)g * fg) * ohw;
+        if (gw) {
+          const float *col = l->input + in_off;
+          if (!p->direct) {
+            cnnb_im2col(col, cg, H, W, p->size, p->stride, p->pad, net->workspace);
+            col = net->workspace;
+          }
+          cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, fg, kk, ohw, 1.f, d, ohw, col, ohw, 1.f,
+                      gw + (size_t)g * fg * kk, kk);
         }
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, fg, kk, ohw, 1.f, d, ohw, col, ohw, 1.f,
+        if (l->input_delta) {
+          float *id = l->input_delta + in_off;
+          if (p->direct) {
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, kk, ohw, fg, 1.f, wg, kk, d, ohw, 1.f,
+                        id, ohw);
+          } else {
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, kk, ohw, fg, 1.f, wg, kk, d, ohw, 0.f,
+                        net->workspace, ohw);
+            cnnb_col2im_add(net->workspace, cg, H, W, p->size, p->stride, p->pad, id);
+          }
+        }
+        continue;
+      }
+      float *col = net->workspace, *dm = net->workspace + (size_t)kk * ld;
+      /* NCHW -> fg x (nb*ohw) */
+      for (int i = 0; i < nb; i++) {
+        const float *d = delta + ((size_t)(b0 + i) * F + (size_t)g * fg) * ohw;
+        for (int f = 0; f < fg; f++)
+          memcpy(dm + (size_t)f * ld + (size_t)i * ohw, d + (size_t)f * ohw, sizeof(float) * (size_t)ohw);
+      }
+      if (gw) { /* dW += delta(fg x nb*ohw) * col^T: the batch folded into the inner dimension */
+        for (int i = 0; i < nb; i++)
+          cnnb_im2col_ld(in_at(l, b0 + i, g, cg), cg, H, W, p->size, p->stride, p->pad, col + (size_t)i * ohw, ld);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, fg, kk, (int)ld, 1.f, dm, (int)ld, col, (int)ld, 1.f,
                     gw + (size_t)g * fg * kk, kk);
       }
-      if (l->input_delta) {
-        float *id = l->input_delta + in_off;
-        if (p->direct) {
-          cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, kk, ohw, fg, 1.f, wg, kk, d, ohw, 1.f,
-                      id, ohw);
-        } else {
-          cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, kk, ohw, fg, 1.f, wg, kk, d, ohw, 0.f,
-                      net->workspace, ohw);
-          cnnb_col2im_add(net->workspace, cg, H, W, p->size, p->stride, p->pad, id);
-        }
+      if (l->input_delta) { /* dcol = W^T * delta for the chunk, then col2im per sample */
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, kk, (int)ld, fg, 1.f, wg, kk, dm, (int)ld, 0.f, col,
+                    (int)ld);
+        for (int i = 0; i < nb; i++)
+          cnnb_col2im_add_ld(col + (size_t)i * ohw, ld, cg, H, W, p->size, p->stride, p->pad,
+                             l->input_delta + ((size_t)(b0 + i) * C + (size_t)g * cg) * H * W);
       }
     }
   }

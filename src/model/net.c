@@ -107,6 +107,8 @@ static int read_net_section(cnnb_net *net, cnnb_cfg_section *s, const cnnb_net_o
   rc = rc ? rc : cnnb_cfg_int(cfg, s, "burn_in", 0, 0, 1 << 30, &hp->burn_in);
   rc = rc ? rc : cnnb_cfg_float(cfg, s, "power", 4, 0, 100, &hp->power);
   rc = rc ? rc : cnnb_cfg_int(cfg, s, "max_batches", 0, 0, 1 << 30, &hp->max_batches);
+  rc = rc ? rc : cnnb_cfg_int(cfg, s, "flip", 0, 0, 1, &hp->flip);
+  rc = rc ? rc : cnnb_cfg_int(cfg, s, "crop_pad", 0, 0, 1024, &hp->crop_pad);
   if (rc) return rc;
   if (hp->policy == CNNB_LR_STEPS && nscales != hp->nsteps)
     return cnnb_error(CNNB_ECFG, "%s:%d: [net] has %d steps but %d scales", cfg->path, s->line, hp->nsteps, nscales);

@@ -71,6 +71,22 @@ for n in (2, 4):
 assert l1[-5:].mean() < l1[:5].mean(), "loss did not fall"
 PY
 
+# Augmentation (flip, crop with padding) is drawn per global batch position: still the same
+# parameters on 1 and 2 ranks.
+for n in 1 2; do
+  $MPIRUN -n $n "$CNNB_BIN" train nobn.cfg --data train.h5 --max-steps 10 --seed 7 --flip --crop-pad 2 \
+    --quiet -o aug$n.h5 >logaug$n.txt 2>&1 || fail "augmented train on $n ranks: $(cat logaug$n.txt)"
+done
+$PY -c "
+import h5py, numpy as np
+a = h5py.File('aug1.h5')['layers/000_convolutional/weights'][()]
+b = h5py.File('aug2.h5')['layers/000_convolutional/weights'][()]
+c = h5py.File('ck1.h5')['layers/000_convolutional/weights'][()]
+rel = np.abs(a - b).max() / np.abs(a).max()
+print(f'augmented 1 vs 2 ranks: {rel:.2e}')
+assert rel < 1e-4, rel
+" || fail "augmented runs differ between 1 and 2 ranks"
+
 # Synchronised batch norm: with --sync-bn, LeNet-5 (batch norm in both convolutions) gives the
 # same parameters, running statistics included, on 1 and 2 ranks.
 for n in 1 2; do
