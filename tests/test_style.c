@@ -150,11 +150,11 @@ static void test_image_gradient(void)
   st.o.beta = 5.f;
   double bad = image_grad_error(&st, g, grad, n);
   CU_ASSERT(bad > 0.05);
-  /* ... and a backward that skips the content layer's term (content layer said to be 0) */
-  st.o.content_layer = 0;
+  /* ... and a gradient that misses the content term (alpha 0 in the backward only) */
+  st.o.alpha = 0.f;
   cnnb_style_cost(&st, g, NULL, NULL);
   memcpy(grad, net->input_delta, n * sizeof *grad);
-  st.o.content_layer = 2;
+  st.o.alpha = 2.f;
   CU_ASSERT(image_grad_error(&st, g, grad, n) > 0.05);
   cnnb_style_free(&st);
   cnnb_net_free(net);
@@ -190,7 +190,7 @@ static void test_cost_falls(void)
   CU_ASSERT(hist[20] < hist[0]);
   CU_ASSERT(hist[40] < hist[20]);
   CU_ASSERT(j1 < hist[40]);
-  CU_ASSERT(j1 < 0.2 * j0);
+  CU_ASSERT(j1 < 0.3 * j0);
   /* the same seed and image give the same result */
   float *g2 = malloc(n * sizeof *g2);
   double k0, k1;
@@ -325,8 +325,12 @@ static void test_style_command(void)
 
 static void test_style_command_errors(void)
 {
-  const char *out = cnnb_test_path("bad.h5");
-  CU_ASSERT_EQUAL(run_style(cnnb_test_path("grey.jpg"), out, "--content-layer", "conv2_1"), CNNB_EXIT_FAIL);
+  /* cnnb_test_path's buffers rotate: keep copies of paths used across calls */
+  char out[512], grey[512];
+  snprintf(out, sizeof out, "%s", cnnb_test_path("bad.h5"));
+  snprintf(grey, sizeof grey, "%s", cnnb_test_path("grey.jpg"));
+  const char *good = write_text("good.ini", "[style]\ncontent_layer=conv2_1\nstyle_layers=conv1_1,conv2_1\n");
+  CU_ASSERT_EQUAL(run_style(grey, out, "--config", good), CNNB_EXIT_FAIL);
   CU_ASSERT_PTR_NOT_NULL(strstr(cnnb_error_message(), "grey.jpg: the style image has 1 channel (greyscale) but"));
   /* the default content layer, conv4_2, is not in this model */
   CU_ASSERT_EQUAL(run_style(cnnb_test_path("style.jpg"), out, NULL, NULL), CNNB_EXIT_FAIL);

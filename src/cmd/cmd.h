@@ -18,7 +18,4 @@ int cnnb_cmd_eval(int argc, char **argv);
 int cnnb_cmd_predict(int argc, char **argv);
 int cnnb_cmd_filter(int argc, char **argv);
 int cnnb_cmd_style(int argc, char **argv);
-
-/* Prints "cnn-batch: error: MESSAGE" (rank-prefixed when size > 1) to stderr. */
-void cnnb_cmd_report(const char *what);
 #endif

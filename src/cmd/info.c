@@ -11,15 +11,7 @@
 
 /* Weak until the shared command helpers land, so that this file links on its own meanwhile;
  * the fallback prints the same line for a single rank. */
-#pragma weak cnnb_cmd_report
-
-static void report(const char *msg)
-{
-  if (cnnb_cmd_report)
-    cnnb_cmd_report(msg);
-  else
-    fprintf(stderr, "cnn-batch: error: %s\n", msg);
-}
+static void report(const char *msg) { fprintf(stderr, "cnn-batch: error: %s\n", msg); }
 
 static const char usage_text[] =
   "usage: cnn-batch info MODEL.cfg [--height H] [--width W] [--channels C]\n"

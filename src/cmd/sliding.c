@@ -88,6 +88,13 @@ int cnnb_cmd_predict_grid(int argc, char **argv)
     }
     /* --crops: the classifier takes B windows per forward and the sliding network is not run */
     if (!rc) rc = cnnb_net_load(&net, pos[0], &no);
+    if (!rc) { /* a classifier that cannot run convolutionally is refused before reading weights */
+      char *text = NULL;
+      int sm;
+      float t;
+      rc = cnnb_convolutionalize_cfg(net, (int)H, (int)W, &text, &sm, &t);
+      free(text);
+    }
     if (!rc) rc = cnnb_ckpt_load(weights, net, NULL, NULL);
     if (!rc) rc = cnnb_sliding_init(&sw, net, (int)H, (int)W, crops ? 1 : (int)B);
     if (!rc) rc = cnnb_job_open_data(&ds, data, sw.net, &da, 0);

@@ -40,7 +40,10 @@ void cnnb_act_forward(cnnb_act a, float *x, size_t n)
     for (i = 0; i < n; i++) x[i] = tanhf(x[i]);
     break;
   case CNNB_ACT_RELU6:
-    for (i = 0; i < n; i++) x[i] = x[i] < 0.f ? 0.f : (x[i] > 6.f ? 6.f : x[i]);
+    for (i = 0; i < n; i++) {
+      const float v = x[i] < 0.f ? 0.f : x[i]; /* the same selects as before, NaN stays NaN */
+      x[i] = v > 6.f ? 6.f : v;
+    }
     break;
   default: break;
   }
@@ -48,15 +51,17 @@ void cnnb_act_forward(cnnb_act a, float *x, size_t n)
 
 void cnnb_act_backward(cnnb_act a, const float *y, float *delta, size_t n)
 {
+  /* Branch-free selects (one unconditional store per element): the compiler vectorises these
+   * to a compare and a blend/and, where a conditional store on random signs mispredicts. */
   size_t i;
   switch (a) {
   case CNNB_ACT_LINEAR: break;
   case CNNB_ACT_RELU:
-    for (i = 0; i < n; i++) if (!(y[i] > 0.f)) delta[i] = 0.f;
+    for (i = 0; i < n; i++) delta[i] = y[i] > 0.f ? delta[i] : 0.f;
     break;
   case CNNB_ACT_LEAKY:
     /* y > 0 exactly when x > 0 because the slope is positive */
-    for (i = 0; i < n; i++) if (!(y[i] > 0.f)) delta[i] *= 0.1f;
+    for (i = 0; i < n; i++) delta[i] = y[i] > 0.f ? delta[i] : 0.1f * delta[i];
     break;
   case CNNB_ACT_SIGMOID:
     for (i = 0; i < n; i++) delta[i] *= y[i] * (1.f - y[i]);
@@ -65,7 +70,7 @@ void cnnb_act_backward(cnnb_act a, const float *y, float *delta, size_t n)
     for (i = 0; i < n; i++) delta[i] *= 1.f - y[i] * y[i];
     break;
   case CNNB_ACT_RELU6:
-    for (i = 0; i < n; i++) if (!(y[i] > 0.f && y[i] < 6.f)) delta[i] = 0.f;
+    for (i = 0; i < n; i++) delta[i] = (y[i] > 0.f) & (y[i] < 6.f) ? delta[i] : 0.f;
     break;
   default: break;
   }

@@ -43,6 +43,7 @@ void cnnb_im2col_ld(const float *im, int c, int h, int w, int k, int stride, int
           const float *s = src + (size_t)iy * w + (lo * stride + shift);
           for (int ox = 0; ox < lo; ox++) d[ox] = 0.f;
           if (stride == 1) {
+            /* (an inlined copy loop measured more instructions than the call, even for runs of 8) */
             memcpy(d + lo, s, sizeof(float) * (size_t)(hi - lo));
           } else {
             for (int ox = lo; ox < hi; ox++) d[ox] = s[(ox - lo) * stride];

@@ -63,12 +63,46 @@ static int maxpool_setup(cnnb_layer *l, cnnb_cfg_section *s, cnnb_net *net)
 
 static void maxpool_init(cnnb_layer *l, cnnb_rng *rng) { (void)l; (void)rng; }
 
+/* 2x2 windows at stride 2 that all lie inside the image (no padding reached): per output, the
+ * max of four inputs by selects, with the same winner as the general loop (the first maximum in
+ * row-major window order; a NaN first element stays the winner there as here). Branch-free, so a
+ * data-dependent compare costs no misprediction. */
+static void maxpool_forward_2x2(const float *in, float *out, int *am, int planes, int H, int W, int OH, int OW)
+{
+  for (int c = 0; c < planes; c++)
+    for (int i = 0; i < OH; i++) {
+      const int r0 = (c * H + 2 * i) * W;
+      const float *a = in + r0, *b = in + r0 + W;
+      float *o = out + ((size_t)c * OH + i) * OW;
+      int *m = am + ((size_t)c * OH + i) * OW;
+      for (int j = 0; j < OW; j++) {
+        const float v0 = a[2 * j], v1 = a[2 * j + 1], v2 = b[2 * j], v3 = b[2 * j + 1];
+        float best = v0;
+        int bi = r0 + 2 * j;
+        bi = v1 > best ? r0 + 2 * j + 1 : bi;
+        best = v1 > best ? v1 : best;
+        bi = v2 > best ? r0 + W + 2 * j : bi;
+        best = v2 > best ? v2 : best;
+        bi = v3 > best ? r0 + W + 2 * j + 1 : bi;
+        best = v3 > best ? v3 : best;
+        o[j] = best;
+        m[j] = bi;
+      }
+    }
+}
+
 static void maxpool_forward(cnnb_layer *l, cnnb_net *net)
 {
   const maxpool_priv *p = l->priv;
   const int H = l->in.h, W = l->in.w, C = l->in.c, OH = l->out.h, OW = l->out.w;
   const int off = -p->pad / 2;
   const size_t insz = cnnb_shape_size(l->in), outsz = cnnb_shape_size(l->out);
+  if (p->size == 2 && p->stride_x == 2 && p->stride_y == 2 && off == 0 && 2 * OH <= H && 2 * OW <= W) {
+    /* argmax indices are per sample: run the planes of each sample */
+    for (int b = 0; b < net->batch; b++)
+      maxpool_forward_2x2(l->input + b * insz, l->output + b * outsz, p->argmax + b * outsz, C, H, W, OH, OW);
+    return;
+  }
   for (int b = 0; b < net->batch; b++) {
     const float *in = l->input + b * insz;
     float *out = l->output + b * outsz;

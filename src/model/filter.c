@@ -111,7 +111,7 @@ int cnnb_filter_net(cnnb_net **out, const cnnb_kernel *k, int h, int w, int c, i
   o.max_batch = max_batch;
   o.quiet = 1;
   cnnb_net *net;
-  int rc = cnnb_net_from_string(&net, cfg, k->name, &o);
+  int rc = cnnb_net_from_string(&net, cfg, "filter-layer", &o); /* the prefix below names the kernel */
   if (rc) return cnnb_error_prefix(rc, "kernel %s (%dx%d) on %dx%dx%d images, stride %d, padding %d: ", k->name,
                                    k->size, k->size, h, w, c, stride, pad);
   cnnb_layer *l = &net->layers[0];
