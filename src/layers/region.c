@@ -12,9 +12,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cnnb/detect.h"
 #include "cnnb/error.h"
 #include "cnnb/layer.h"
 #include "cnnb/net.h"
+#include "layers/heads.h"
 
 #define REGION_MAX_ANCHORS 64
 
@@ -126,6 +128,47 @@ static void region_free(cnnb_layer *l)
 {
   free(l->priv);
   l->priv = NULL;
+}
+
+extern const cnnb_layer_ops cnnb_layer_region_ops;
+
+int cnnb_region_info(const cnnb_layer *l, int *n, int *classes)
+{
+  if (l->ops != &cnnb_layer_region_ops || !l->priv) return 0;
+  const region_priv *p = l->priv;
+  *n = p->n, *classes = p->classes;
+  return 1;
+}
+
+/* Darknet's get_region_detections + get_region_box: as [yolo] but with anchors in output
+ * cells, and every box kept whose objectness passes (its class probabilities are the
+ * objectness times the softmax or logistic class scores). */
+size_t cnnb_region_decode(const cnnb_layer *l, int b, float thresh, cnnb_det *out, size_t cap)
+{
+  const region_priv *p = l->priv;
+  const int lw = l->out.w, lh = l->out.h, hw = lw * lh, per = p->classes + p->coords + 1;
+  const float *y = l->output + (size_t)b * cnnb_shape_size(l->out);
+  size_t k = 0;
+  for (int i = 0; i < hw; i++) {
+    const int row = i / lw, col = i % lw;
+    for (int a = 0; a < p->n; a++) {
+      const float *e = y + (size_t)a * per * hw + i;
+      const float obj = e[(size_t)p->coords * hw];
+      if (!(obj > thresh)) continue;
+      cnnb_box bx;
+      bx.x = (col + e[0]) / lw;
+      bx.y = (row + e[hw]) / lh;
+      bx.w = (float)(exp(e[2 * hw]) * p->anchors[2 * a] / lw);
+      bx.h = (float)(exp(e[3 * hw]) * p->anchors[2 * a + 1] / lh);
+      for (int c = 0; c < p->classes; c++) {
+        const float prob = obj * e[(size_t)(p->coords + 1 + c) * hw];
+        if (!(prob > thresh)) continue;
+        if (k < cap) out[k] = (cnnb_det){bx, prob, obj, c};
+        k++;
+      }
+    }
+  }
+  return k;
 }
 
 const cnnb_layer_ops cnnb_layer_region_ops = {

@@ -12,9 +12,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <math.h>
+
+#include "cnnb/detect.h"
 #include "cnnb/error.h"
 #include "cnnb/layer.h"
 #include "cnnb/net.h"
+#include "layers/heads.h"
 
 #define YOLO_MAX_ANCHORS 64
 
@@ -106,6 +110,48 @@ static void yolo_free(cnnb_layer *l)
 {
   free(l->priv);
   l->priv = NULL;
+}
+
+extern const cnnb_layer_ops cnnb_layer_yolo_ops;
+
+int cnnb_yolo_info(const cnnb_layer *l, int *n, int *classes)
+{
+  if (l->ops != &cnnb_layer_yolo_ops || !l->priv) return 0;
+  const yolo_priv *p = l->priv;
+  *n = p->n, *classes = p->classes;
+  return 1;
+}
+
+/* Darknet's get_yolo_detections + get_yolo_box: centre from the cell and the logistic
+ * offsets, size from exp(tw, th) times the anchor (in input pixels) over the network size.
+ * exp in double and the divisions in the order Darknet writes them keep the boxes bitwise
+ * close to Darknet's. */
+size_t cnnb_yolo_decode(const cnnb_layer *l, int b, int netw, int neth, float thresh, cnnb_det *out, size_t cap)
+{
+  const yolo_priv *p = l->priv;
+  const int lw = l->out.w, lh = l->out.h, hw = lw * lh, per = p->classes + 5;
+  const float *y = l->output + (size_t)b * cnnb_shape_size(l->out);
+  size_t k = 0;
+  for (int i = 0; i < hw; i++) {
+    const int row = i / lw, col = i % lw;
+    for (int a = 0; a < p->n; a++) {
+      const float *e = y + (size_t)a * per * hw + i; /* entry j at e[j * hw] */
+      const float obj = e[4 * hw];
+      if (!(obj > thresh)) continue;
+      cnnb_box bx;
+      bx.x = (col + e[0]) / lw;
+      bx.y = (row + e[hw]) / lh;
+      bx.w = (float)(exp(e[2 * hw]) * p->anchors[2 * p->mask[a]] / netw);
+      bx.h = (float)(exp(e[3 * hw]) * p->anchors[2 * p->mask[a] + 1] / neth);
+      for (int c = 0; c < p->classes; c++) {
+        const float prob = obj * e[(size_t)(5 + c) * hw];
+        if (!(prob > thresh)) continue;
+        if (k < cap) out[k] = (cnnb_det){bx, prob, obj, c};
+        k++;
+      }
+    }
+  }
+  return k;
 }
 
 const cnnb_layer_ops cnnb_layer_yolo_ops = {

@@ -31,9 +31,15 @@ fi
 $PY -c "import h5py" 2>/dev/null || { echo "SKIP: python3-h5py not installed"; exit 0; }
 command -v h5dump >/dev/null 2>&1 || { echo "SKIP: hdf5-tools not installed"; exit 0; }
 
-# The test's own cluster: its own state directory and ports, so that a cluster started by hand
-# with tools/slurm-local (default /tmp/cnnb-slurm-$UID, port 6817) is left alone.
-export CNNB_SLURM_DIR=/tmp/cnnb-slurm-e2e-$(id -u) CNNB_SLURM_PORT=6837
+# The test's own cluster, one per work directory (the plain and the ASan build, or two checkouts,
+# may run this test at the same time): its own state directory and a free pair of ports, so that
+# a cluster started by hand with tools/slurm-local (/tmp/cnnb-slurm-$UID, port 6817) is left alone.
+key=$(printf '%s' "$CNNB_WORK" | cksum | cut -d' ' -f1)
+export CNNB_SLURM_DIR=/tmp/cnnb-slurm-e2e-$key
+port_used() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+CNNB_SLURM_PORT=$((20000 + key % 20000 * 2 % 20000))
+while port_used $CNNB_SLURM_PORT || port_used $((CNNB_SLURM_PORT + 1)); do CNNB_SLURM_PORT=$((CNNB_SLURM_PORT + 2)); done
+export CNNB_SLURM_PORT
 export SLURM_CONF=$CNNB_SLURM_DIR/slurm.conf
 LOCAL=$S/tools/slurm-local
 $LOCAL stop >/dev/null 2>&1 # leftovers of an earlier, killed run
@@ -297,6 +303,6 @@ for f in "$S"/slurm/*.sbatch; do
     fail "$f: its machinery block differs from train.sbatch's"
 done
 
-$LOCAL stop >/dev/null || fail "tools/slurm-local stop"
-[ -z "$(pgrep -x slurmstepd)" ] || fail "slurmstepd left running"
+# stop fails when a daemon, slurmstepd or job process of this cluster is left running.
+$LOCAL stop >stop.txt || fail "tools/slurm-local stop: $(cat stop.txt)"
 echo "all ok in $((SECONDS - T0)) s"
