@@ -1,7 +1,8 @@
 /* Neural style transfer: the Gram matrix and both costs on a hand-worked case, their gradients
  * and the gradient with respect to the image (through the network) against finite differences,
- * a checker that catches a broken gradient, the total cost falling over the iterations, layer
- * names, and the style command with its bad inputs. */
+ * a checker that catches a broken gradient, the total cost falling over the iterations, L-BFGS
+ * on a convex quadratic (free and in a box) and against Adam on a tiny net, layer names, and the
+ * style command with its bad inputs. */
 #include <hdf5.h>
 #include <mpi.h>
 #include <stdio.h>
@@ -204,6 +205,177 @@ static void test_cost_falls(void)
   cnnb_net_free(net);
 }
 
+/* ---- L-BFGS ---- */
+
+/* f(x) = 1/2 x'Ax - b'x with A = M'M + I (n x n, condition ~ 40), minimum x* chosen first,
+ * b = A x*. The two-loop recursion has to get the off-diagonal curvature right to converge fast. */
+enum { QN = 16 };
+typedef struct quad {
+  double A[QN][QN], b[QN];
+  int evals;
+} quad;
+
+static double quad_fg(void *ctx, const float *x, float *g)
+{
+  quad *q = ctx;
+  double f = 0;
+  q->evals++;
+  for (int i = 0; i < QN; i++) {
+    double ax = 0;
+    for (int j = 0; j < QN; j++) ax += q->A[i][j] * x[j];
+    g[i] = (float)(ax - q->b[i]);
+    f += 0.5 * x[i] * ax - q->b[i] * x[i];
+  }
+  return f;
+}
+
+static void quad_box(void *ctx, float *x)
+{
+  (void)ctx;
+  for (int i = 0; i < QN; i++) x[i] = x[i] < -1.f ? -1.f : x[i] > 1.f ? 1.f : x[i];
+}
+
+static void make_quad(quad *q, float *xs, int diagonal)
+{
+  cnnb_rng r;
+  cnnb_rng_seed(&r, 11, 0, 0, 0);
+  double M[QN][QN];
+  for (int i = 0; i < QN; i++)
+    for (int j = 0; j < QN; j++) M[i][j] = diagonal ? (i == j) * (0.5 + 0.4 * i) : 0.5 * cnnb_rng_normal(&r);
+  for (int i = 0; i < QN; i++) {
+    for (int j = 0; j < QN; j++) {
+      double a = i == j;
+      for (int k = 0; k < QN; k++) a += M[k][i] * M[k][j];
+      q->A[i][j] = a;
+    }
+    xs[i] = 2.f * cnnb_rng_normal(&r);
+  }
+  for (int i = 0; i < QN; i++) {
+    q->b[i] = 0;
+    for (int j = 0; j < QN; j++) q->b[i] += q->A[i][j] * xs[j];
+  }
+  q->evals = 0;
+}
+
+static void test_lbfgs_quadratic(void)
+{
+  quad q;
+  float xs[QN], x[QN], g[QN];
+  make_quad(&q, xs, 0);
+  cnnb_lbfgs lb;
+  CU_ASSERT_EQUAL_FATAL(cnnb_lbfgs_init(&lb, QN, 10), 0);
+  memset(x, 0, sizeof x);
+  double f = quad_fg(&q, x, g);
+  int it = 0;
+  double err = 1;
+  for (; it < 60 && err > 1e-5; it++) {
+    CU_ASSERT(cnnb_lbfgs_step(&lb, x, &f, g, quad_fg, NULL, &q) != CNNB_LBFGS_DONE);
+    err = 0;
+    for (int i = 0; i < QN; i++) err = fmax(err, fabs((double)x[i] - xs[i]));
+  }
+  printf("\n  quadratic n %d m 10: |x - x*|max %.2g after %d iterations, %d evaluations", QN, err, it, q.evals);
+  CU_ASSERT(err < 1e-4);
+  CU_ASSERT(it <= 30); /* steepest descent needs hundreds at this conditioning */
+  /* m = 1: still converges, more slowly; the ring buffer wraps every iteration */
+  cnnb_lbfgs_free(&lb);
+  CU_ASSERT_EQUAL_FATAL(cnnb_lbfgs_init(&lb, QN, 1), 0);
+  memset(x, 0, sizeof x);
+  f = quad_fg(&q, x, g);
+  for (it = 0, err = 1; it < 400 && err > 1e-5; it++) {
+    cnnb_lbfgs_step(&lb, x, &f, g, quad_fg, NULL, &q);
+    err = 0;
+    for (int i = 0; i < QN; i++) err = fmax(err, fabs((double)x[i] - xs[i]));
+  }
+  printf("; m 1: %.2g after %d", err, it);
+  CU_ASSERT(err < 1e-4);
+  cnnb_lbfgs_free(&lb);
+  /* In the box [-1, 1]^n with a diagonal A the minimum is x* clamped: the projected path and the
+   * skipped pairs still get there. */
+  make_quad(&q, xs, 1);
+  CU_ASSERT_EQUAL_FATAL(cnnb_lbfgs_init(&lb, QN, 10), 0);
+  memset(x, 0, sizeof x);
+  f = quad_fg(&q, x, g);
+  for (it = 0, err = 1; it < 100 && err > 1e-5; it++) {
+    if (cnnb_lbfgs_step(&lb, x, &f, g, quad_fg, quad_box, &q) == CNNB_LBFGS_DONE) break;
+    err = 0;
+    for (int i = 0; i < QN; i++) err = fmax(err, fabs((double)x[i] - (xs[i] < -1 ? -1 : xs[i] > 1 ? 1 : xs[i])));
+  }
+  printf("; in a box: %.2g after %d\n", err, it);
+  CU_ASSERT(err < 1e-4);
+  cnnb_lbfgs_free(&lb);
+}
+
+/* L-BFGS on test_cost_falls's case: below the start, below Adam after the same iterations. */
+static void test_lbfgs_vs_adam(void)
+{
+  cnnb_net *net = build("[net]\nheight=16\nwidth=16\nchannels=3\n"
+                        "[convolutional]\nfilters=8\nsize=3\npad=1\nactivation=relu\n"
+                        "[maxpool]\nsize=2\nstride=2\n"
+                        "[convolutional]\nfilters=8\nsize=3\npad=1\nactivation=relu\n",
+                        1);
+  cnnb_style_opts o;
+  cnnb_style_opts_init(&o);
+  o.content_layer = 2;
+  o.nstyle = 2;
+  o.style_layers[0] = 0, o.style_weights[0] = 0.5f;
+  o.style_layers[1] = 2, o.style_weights[1] = 0.5f;
+  o.steps = 80;
+  o.lr = 0.05f;
+  /* the command's clamp, to [-2, 2], so that the projection is exercised too */
+  o.clamp = 1;
+  for (int k = 0; k < 3; k++) o.lo[k] = -2.f, o.hi[k] = 2.f;
+  o.noise = 0.025f; /* 0.1 of the 4-wide range, like the command's 0.1 on [0, 1] */
+  const size_t n = cnnb_shape_size(net->in);
+  float *c = malloc(n * sizeof *c), *s = malloc(n * sizeof *s), *g = malloc(n * sizeof *g);
+  random_image(c, n, 4);
+  random_image(s, n, 5);
+  for (size_t i = 0; i < n; i++) c[i] = c[i] < -2 ? -2 : c[i] > 2 ? 2 : c[i];
+  double ja0, ja1, jl0, jl1, hist[80];
+  cnnb_style st;
+  CU_ASSERT_EQUAL_FATAL(cnnb_style_init(&st, net, &o), 0);
+  cnnb_style_set_style(&st, s);
+  cnnb_style_set_content(&st, c);
+  CU_ASSERT_EQUAL(cnnb_style_run(&st, c, 0, g, &ja0, &ja1, NULL), 0);
+  long adam_evals = st.evals;
+  cnnb_style_free(&st);
+  o.optimizer = CNNB_STYLE_LBFGS;
+  CU_ASSERT_EQUAL_FATAL(cnnb_style_init(&st, net, &o), 0);
+  cnnb_style_set_style(&st, s);
+  cnnb_style_set_content(&st, c);
+  CU_ASSERT_EQUAL(cnnb_style_run(&st, c, 0, g, &jl0, &jl1, hist), 0);
+  printf("\n  80 iterations from J0 %.4g: Adam (lr 0.05) %.4g in %ld evaluations, L-BFGS %.4g in %ld (J %.4g at 10, "
+         "%.4g at 20)\n",
+         jl0, ja1, adam_evals, jl1, st.evals, hist[10], hist[20]);
+  CNNB_ASSERT_NEAR(jl0, ja0, 0); /* the same G0 */
+  CU_ASSERT(jl1 < jl0);
+  CU_ASSERT(jl1 < ja1);
+  for (int t = 1; t < 80; t++) CU_ASSERT(hist[t] <= hist[t - 1]); /* Armijo: never up */
+  CU_ASSERT(st.evals >= 81 && st.evals <= 1 + 80L * CNNB_LBFGS_MAX_EVALS);
+  for (size_t i = 0; i < n; i++) CU_ASSERT_FATAL(g[i] >= -2.f && g[i] <= 2.f);
+  /* deterministic, and the state of a previous run does not leak into the next */
+  float *g2 = malloc(n * sizeof *g2);
+  double k0, k1;
+  cnnb_style_run(&st, c, 0, g2, &k0, &k1, NULL);
+  CU_ASSERT(memcmp(g, g2, n * sizeof *g) == 0);
+  cnnb_style_free(&st);
+  /* Far past convergence it stops at J's float precision instead of spending up to
+   * CNNB_LBFGS_MAX_EVALS trials per iteration on rounding-level gains. */
+  o.steps = 400;
+  CU_ASSERT_EQUAL_FATAL(cnnb_style_init(&st, net, &o), 0);
+  cnnb_style_set_style(&st, s);
+  cnnb_style_set_content(&st, c);
+  CU_ASSERT_EQUAL(cnnb_style_run(&st, c, 0, g2, &k0, &k1, NULL), 0);
+  printf("  400 iterations: L-BFGS %.6g in %ld evaluations\n", k1, st.evals);
+  CU_ASSERT(k1 <= jl1);
+  CU_ASSERT(st.evals < 400);
+  free(g2);
+  free(c);
+  free(s);
+  free(g);
+  cnnb_style_free(&st);
+  cnnb_net_free(net);
+}
+
 static void test_layer_names(void)
 {
   cnnb_net *net = build(tiny_cfg, 0);
@@ -321,6 +493,36 @@ static void test_style_command(void)
   H5Dclose(d);
   H5Fclose(f);
   for (int i = 0; i < 3; i++) CU_ASSERT(cost[2 * i + 1] < cost[2 * i]);
+  /* L-BFGS by the settings file and by the flag (which wins over the file) */
+  const char *lconf = write_text("style_l.ini", "[style]\ncontent_layer = conv2_1\nstyle_layers = conv1_1, 2\n"
+                                                "optimizer = adam\nhistory = 5\n");
+  for (int by_flag = 0; by_flag < 2; by_flag++) {
+    char cf[512];
+    snprintf(cf, sizeof cf, "%s", by_flag ? lconf : write_text("style_l2.ini", "[style]\ncontent_layer = conv2_1\n"
+                                                                               "style_layers = conv1_1, 2\noptimizer = lbfgs\n"));
+    char o2[512];
+    snprintf(o2, sizeof o2, "%s", cnnb_test_path(by_flag ? "styled_l2.h5" : "styled_l.h5"));
+    char *argv[] = {"style", (char *)cnnb_test_path("style_net.cfg"), "--weights", (char *)cnnb_test_path("style_w.h5"),
+                    "--content", (char *)cnnb_test_path("content.h5"), "--style", (char *)cnnb_test_path("style.jpg"),
+                    "-o", o2, "--steps", "10", "--config", cf, by_flag ? "--optimizer" : "--seed",
+                    by_flag ? "lbfgs" : "1", NULL};
+    CU_ASSERT_EQUAL_FATAL(cnnb_cmd_style(16, argv), CNNB_EXIT_OK);
+    f = H5Fopen(o2, H5F_ACC_RDONLY, H5P_DEFAULT);
+    CU_ASSERT_FATAL(f >= 0);
+    d = H5Dopen2(f, "cost", H5P_DEFAULT);
+    H5Dread(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, cost);
+    H5Dclose(d);
+    char *name = NULL; /* a variable-length string attribute */
+    hid_t a = H5Aopen(f, "optimizer", H5P_DEFAULT), at = H5Aget_type(a);
+    H5Aread(a, at, &name);
+    H5Tclose(at);
+    H5Aclose(a);
+    H5Fclose(f);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(name);
+    CU_ASSERT_STRING_EQUAL(name, "lbfgs");
+    H5free_memory(name);
+    for (int i = 0; i < 3; i++) CU_ASSERT(cost[2 * i + 1] < cost[2 * i]);
+  }
 }
 
 static void test_style_command_errors(void)
@@ -336,6 +538,9 @@ static void test_style_command_errors(void)
   CU_ASSERT_EQUAL(run_style(cnnb_test_path("style.jpg"), out, NULL, NULL), CNNB_EXIT_FAIL);
   CU_ASSERT_PTR_NOT_NULL(strstr(cnnb_error_message(), "content layer: "));
   CU_ASSERT_PTR_NOT_NULL(strstr(cnnb_error_message(), "style_net.cfg: no layer 'conv4_2'"));
+  const char *opt = write_text("opt.ini", "[style]\ncontent_layer=0\nstyle_layers=0\noptimizer=sgd\n");
+  CU_ASSERT_EQUAL(run_style(cnnb_test_path("style.jpg"), out, "--config", opt), CNNB_EXIT_FAIL);
+  CU_ASSERT_PTR_NOT_NULL(strstr(cnnb_error_message(), "optimizer = 'sgd': expected adam or lbfgs"));
   const char *conf = write_text("bad.ini", "[style]\ncontent_layer=0\nstyle_layer=0\n");
   CU_ASSERT_EQUAL(run_style(cnnb_test_path("style.jpg"), out, "--config", conf), CNNB_EXIT_FAIL);
   CU_ASSERT_PTR_NOT_NULL(strstr(cnnb_error_message(), "bad.ini:3: unknown key 'style_layer'"));
@@ -356,6 +561,8 @@ int main(int argc, char **argv)
   CU_add_test(s, "cost gradients against finite differences", test_cost_gradients);
   CU_add_test(s, "dJ/d image through the network against finite differences", test_image_gradient);
   CU_add_test(s, "total cost falls over the iterations", test_cost_falls);
+  CU_add_test(s, "L-BFGS on a convex quadratic, free and in a box", test_lbfgs_quadratic);
+  CU_add_test(s, "L-BFGS on the image: below the start and below Adam", test_lbfgs_vs_adam);
   CU_add_test(s, "layer names and lookup", test_layer_names);
   CU_add_test(s, "style command", test_style_command);
   CU_add_test(s, "style command: bad inputs", test_style_command_errors);

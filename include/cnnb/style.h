@@ -39,7 +39,61 @@ double cnnb_content_cost(const float *ac, const float *ag, cnnb_shape s, float s
  * grad != NULL, ADDS scale * dJ/d ag into it. */
 double cnnb_style_layer_cost(const float *gs, const float *ag, cnnb_shape s, float *gg, float scale, float *grad);
 
+/* ---- L-BFGS (Nocedal & Wright, alg. 7.4 and 7.5), generic over a float vector of n values ----
+ * One iteration: the direction d = -H g from the two-loop recursion over the last m pairs
+ * (s = x+ - x, y = g+ - g; H0 = gamma I with gamma = s'y / y'y of the newest pair), then a
+ * backtracking line search along the projected path x(t) = P(x + t d) (P: the caller's clamp,
+ * or none) until Armijo holds: f(x(t)) <= f(x) + c1 g'(x(t) - x), c1 = 1e-4. The first trial is
+ * t = 1, or, with no pairs yet, the t that changes the largest component by first_step (the
+ * scale of H0 is unknown then). A rejected t shrinks to the minimiser of the quadratic through
+ * f(x), g'd and f(x(t)), kept within [0.1 t, 0.5 t]. Every trial is one evaluation of f and its
+ * gradient together (what the callback computes), so one iteration uses 1 to max_evals
+ * evaluations [CNNB_LBFGS_MAX_EVALS]. A pair with s'y <= 1e-10 y'y (no positive curvature, to
+ * float precision) is not stored. A failed line search drops the pairs (a restart); it is done
+ * (nothing more to gain at the precision of f) when the gradient is zero or a line search fails
+ * again within one step of a restart. */
+#define CNNB_LBFGS_MAX_EVALS 20
+
+/* f at x; writes its gradient into grad (n values). */
+typedef double (*cnnb_lbfgs_fn)(void *ctx, const float *x, float *grad);
+/* Puts x back into the feasible set in place (a box clamp); may be NULL in cnnb_lbfgs_step. */
+typedef void (*cnnb_lbfgs_project)(void *ctx, float *x);
+
+typedef struct cnnb_lbfgs {
+  size_t n;
+  int m;                  /* pairs kept */
+  int max_evals;          /* evaluations per iteration at most [CNNB_LBFGS_MAX_EVALS] */
+  double c1;              /* Armijo constant [1e-4] */
+  double first_step;      /* largest component change of a step without pairs [1] */
+  float *s, *y;           /* m x n, a ring: the newest pair at head - 1 */
+  double *rho, *alpha;    /* 1 / s'y per pair; the two-loop's coefficients */
+  double gamma;           /* s'y / y'y of the newest pair: H0 */
+  float *d, *xt, *gt;     /* direction, trial point and its gradient */
+  int npairs, head;
+  int since_restart;      /* steps accepted since the pairs were last dropped */
+  long evals;             /* evaluations so far (the caller may zero it) */
+} cnnb_lbfgs;
+
+enum { CNNB_LBFGS_MOVED = 0, CNNB_LBFGS_RESTART = 1, CNNB_LBFGS_DONE = 2 };
+
+/* Allocates every buffer (m x n pairs and three n vectors); m >= 1. */
+int cnnb_lbfgs_init(cnnb_lbfgs *lb, size_t n, int m);
+void cnnb_lbfgs_free(cnnb_lbfgs *lb);
+/* Forgets the pairs (a new problem, or a restart). */
+void cnnb_lbfgs_reset(cnnb_lbfgs *lb);
+/* One iteration from x with *f = f(x) and g = its gradient; on success x, *f and g are those of
+ * the accepted point and it returns CNNB_LBFGS_MOVED. When no trial passes Armijo within
+ * max_evals, x, *f and g stay, the pairs are dropped and it returns CNNB_LBFGS_RESTART (the next
+ * iteration is a steepest-descent step), or CNNB_LBFGS_DONE when the last restart was at most one
+ * step ago or the gradient is zero: x is a minimum to the precision of f (where steepest-descent
+ * steps still gain a rounding error and L-BFGS steps fail, each at the cost of max_evals), or the
+ * gradient is wrong. Iterating after DONE is allowed but gains nothing. */
+int cnnb_lbfgs_step(cnnb_lbfgs *lb, float *x, double *f, float *g, cnnb_lbfgs_fn fn, cnnb_lbfgs_project proj,
+                    void *ctx);
+
 #define CNNB_STYLE_MAX_LAYERS 16
+
+enum { CNNB_STYLE_ADAM = 0, CNNB_STYLE_LBFGS = 1 };
 
 typedef struct cnnb_style_opts {
   int content_layer;
@@ -47,15 +101,20 @@ typedef struct cnnb_style_opts {
   int style_layers[CNNB_STYLE_MAX_LAYERS];
   float style_weights[CNNB_STYLE_MAX_LAYERS]; /* lambda_l */
   float alpha, beta;
-  int steps;              /* Adam steps */
-  float lr;               /* Adam step size, in network-input units */
+  int optimizer;          /* CNNB_STYLE_ADAM or CNNB_STYLE_LBFGS */
+  int steps;              /* iterations: Adam steps, or L-BFGS iterations (each 1 to
+                             CNNB_LBFGS_MAX_EVALS cost evaluations) */
+  float lr;               /* Adam step size, in network-input units; L-BFGS: the largest pixel
+                             change of its first step (before it has curvature pairs) */
+  int history;            /* L-BFGS pairs m */
   float noise;            /* G0 = C + U(-noise, noise) / std, noise on the [0,1] pixel scale */
   unsigned long long seed;
-  int clamp;              /* keep G inside [lo, hi] per channel after every step */
+  int clamp;              /* keep G inside [lo, hi] per channel: G0 and every iterate */
   float lo[4], hi[4];
 } cnnb_style_opts;
 
-/* alpha 10, beta 40, 200 steps, lr 0.02, noise 0.1, seed 1, clamp off; layers unset (-1). */
+/* Adam, alpha 10, beta 40, 200 steps, lr 0.02, history 10, noise 0.1, seed 1, clamp off; layers
+ * unset (-1). */
 void cnnb_style_opts_init(cnnb_style_opts *o);
 
 typedef struct cnnb_style {
@@ -66,7 +125,10 @@ typedef struct cnnb_style {
   float *style_gram;      /* Gram(S) of every style layer, one after the other */
   size_t gram_off[CNNB_STYLE_MAX_LAYERS];
   float *gg;              /* Gram(G) scratch */
-  float *m, *v;           /* Adam moments over the image */
+  float *m, *v;           /* Adam moments over the image (Adam only) */
+  cnnb_lbfgs lb;          /* L-BFGS state (L-BFGS only) */
+  float *grad;            /* L-BFGS: dJ/dG of the current iterate (input_delta holds a trial's) */
+  long evals;             /* cost evaluations (forward + backward) of the last run */
   int have_style;
 } cnnb_style;
 
@@ -80,9 +142,14 @@ void cnnb_style_set_style(cnnb_style *st, const float *s);
 void cnnb_style_set_content(cnnb_style *st, const float *c);
 /* J(G), its parts, and dJ/dG into net->input_delta. */
 double cnnb_style_cost(cnnb_style *st, const float *g, double *jc, double *js);
-/* From G0 = C + noise (the rng stream from (seed, image)), o.steps Adam steps; g receives the
- * result; J of G0 and of the result in *j0 and *j1 (j1 evaluated after the last step). Needs
- * set_style and set_content before. history, when not NULL, gets J before each step. */
+/* From G0 = C + noise (the rng stream from (seed, image)), clamped, o.steps iterations of
+ * o.optimizer, the clamp (o.clamp) applied to every iterate; g receives the result; J of G0 and of the result
+ * in *j0 and *j1. Needs set_style and set_content before. history, when not NULL, gets J before
+ * each iteration (o.steps values). st->evals counts the cost evaluations: steps + 1 for Adam;
+ * 1 + the line searches' trials for L-BFGS, which stops early (J repeated in history) when
+ * cnnb_lbfgs_step says DONE or an iteration gains less than CNNB_STYLE_LBFGS_FTOL J: a minimum
+ * to the float precision of J. */
+#define CNNB_STYLE_LBFGS_FTOL 1e-9
 int cnnb_style_run(cnnb_style *st, const float *c, long image, float *g, double *j0, double *j1, double *history);
 
 /* The style image as network input x (C x H x W of net's input): a JPEG (cnnb_jpeg_read) whose

@@ -19,7 +19,7 @@
 
 /* Settings as text, from the file then the flags, resolved against the model later. */
 typedef struct style_settings {
-  const char *content_layer, *style_layers, *style_weights, *alpha, *beta, *steps, *lr, *noise, *seed, *optimizer;
+  const char *content_layer, *style_layers, *style_weights, *alpha, *beta, *steps, *lr, *noise, *seed, *optimizer, *history;
 } style_settings;
 
 static int read_config(const char *path, cnnb_cfg *cfg, style_settings *s)
@@ -35,15 +35,15 @@ static int read_config(const char *path, cnnb_cfg *cfg, style_settings *s)
   }
   if (!sec) return cnnb_error(CNNB_ECFG, "%s: no [style] section", path);
   const char **dst[] = {&s->content_layer, &s->style_layers, &s->style_weights, &s->alpha, &s->beta,
-                        &s->steps, &s->lr, &s->noise, &s->seed, &s->optimizer};
+                        &s->steps, &s->lr, &s->noise, &s->seed, &s->optimizer, &s->history};
   static const char *const keys[] = {"content_layer", "style_layers", "style_weights", "alpha", "beta",
-                                     "steps", "lr", "noise", "seed", "optimizer"};
+                                     "steps", "lr", "noise", "seed", "optimizer", "history"};
   for (int i = 0; i < sec->nkv; i++) {
     size_t k = 0;
     while (k < sizeof keys / sizeof *keys && strcmp(keys[k], sec->kv[i].key)) k++;
     if (k == sizeof keys / sizeof *keys)
       return cnnb_error(CNNB_ECFG, "%s:%d: unknown key '%s' in [style] (known: content_layer, style_layers, "
-                        "style_weights, alpha, beta, steps, lr, noise, seed, optimizer)", path, sec->kv[i].line,
+                        "style_weights, alpha, beta, steps, lr, noise, seed, optimizer, history)", path, sec->kv[i].line,
                         sec->kv[i].key);
     if (!*dst[k]) *dst[k] = sec->kv[i].value; /* flags win over the file */
   }
@@ -92,8 +92,12 @@ static int resolve(const style_settings *s, const cnnb_net *net, cnnb_style_opts
   if (!rc && s->lr && !(rc = parse_num("lr", s->lr, 1e-12, 1e6, &v))) o->lr = (float)v;
   if (!rc && s->noise && !(rc = parse_num("noise", s->noise, 0, 1e3, &v))) o->noise = (float)v;
   if (!rc && s->seed && !(rc = parse_num("seed", s->seed, 0, 9e15, &v))) o->seed = (unsigned long long)v;
-  if (!rc && s->optimizer && strcmp(s->optimizer, "adam"))
-    rc = cnnb_error(CNNB_EINVAL, "style setting optimizer = '%s': only adam is implemented", s->optimizer);
+  if (!rc && s->history && !(rc = parse_num("history", s->history, 1, 1000, &v))) o->history = (int)v;
+  if (!rc && s->optimizer) {
+    if (!strcmp(s->optimizer, "adam")) o->optimizer = CNNB_STYLE_ADAM;
+    else if (!strcmp(s->optimizer, "lbfgs")) o->optimizer = CNNB_STYLE_LBFGS;
+    else rc = cnnb_error(CNNB_EINVAL, "style setting optimizer = '%s': expected adam or lbfgs", s->optimizer);
+  }
   return rc;
 }
 
@@ -101,9 +105,9 @@ int cnnb_cmd_style(int argc, char **argv)
 {
   static const char *usage =
     "usage: cnn-batch style MODEL.cfg --weights CKPT.h5 --content IMGS.h5 --style STYLE.jpg -o OUT.h5\n"
-    "                       [--png DIR] [--config STYLE.cfg] [--steps N] [--lr X] ...\n"
-    "Generates, for every content image C, G minimising alpha J_content(C,G) + beta J_style(S,G) by Adam on\n"
-    "the image; writes /images (N x H x W x C uint8) and /cost (N x 2: J at the start and the end).";
+    "                       [--png DIR] [--config STYLE.cfg] [--optimizer adam|lbfgs] [--steps N] [--lr X] ...\n"
+    "Generates, for every content image C, G minimising alpha J_content(C,G) + beta J_style(S,G) by Adam or\n"
+    "L-BFGS on the image; writes /images (N x H x W x C uint8) and /cost (N x 2: J at the start and the end).";
   cnnb_dist d;
   cnnb_dist_init(&d, MPI_COMM_WORLD);
   const char *weights = NULL, *content = NULL, *style = NULL, *out = NULL, *png = NULL, *config = NULL,
@@ -124,8 +128,10 @@ int cnnb_cmd_style(int argc, char **argv)
     {"style-weights", "W,W..", "lambda per style layer (default equal, summing to 1)", &ss.style_weights, NULL},
     {"alpha", "A", "weight of the content cost (default 10)", &ss.alpha, NULL},
     {"beta", "B", "weight of the style cost (default 40)", &ss.beta, NULL},
-    {"steps", "N", "Adam steps per image (default 200)", &ss.steps, NULL},
-    {"lr", "X", "Adam step size in network-input units (default 0.02)", &ss.lr, NULL},
+    {"optimizer", "NAME", "adam or lbfgs (default adam)", &ss.optimizer, NULL},
+    {"steps", "N", "iterations per image (default 200); an L-BFGS one may evaluate J up to 20 times", &ss.steps, NULL},
+    {"lr", "X", "Adam step size in network-input units; L-BFGS: the largest pixel change of its first step (default 0.02)", &ss.lr, NULL},
+    {"history", "M", "L-BFGS curvature pairs kept (default 10)", &ss.history, NULL},
     {"noise", "X", "G starts as C + uniform noise of this amplitude on the [0,1] pixel scale (default 0.1)", &ss.noise, NULL},
     {"seed", "S", "seeds the noise (per image: seed, row)", &ss.seed, NULL},
     {"limit", "N", "only the first N images", &limit_s, NULL},
@@ -208,9 +214,13 @@ int cnnb_cmd_style(int argc, char **argv)
     snprintf(names + l, sizeof names - l, "%s%s:%g", i ? "," : "", nm, so.style_weights[i]);
   }
   cnnb_net_layer_name(net, so.content_layer, nm, sizeof nm);
-  if (d.rank == 0)
-    printf("style %s: %ld images of %dx%dx%d on %d ranks, content %s, style %s, alpha %g beta %g, %d Adam steps lr %g\n",
-           style, n, h, w, c, d.size, nm, names, so.alpha, so.beta, so.steps, so.lr);
+  const char *opt_name = so.optimizer == CNNB_STYLE_LBFGS ? "lbfgs" : "adam";
+  if (d.rank == 0) {
+    printf("style %s: %ld images of %dx%dx%d on %d ranks, content %s, style %s, alpha %g beta %g, ", style, n, h, w, c,
+           d.size, nm, names, so.alpha, so.beta);
+    if (so.optimizer == CNNB_STYLE_LBFGS) printf("%d L-BFGS iterations history %d\n", so.steps, so.history);
+    else printf("%d Adam steps lr %g\n", so.steps, so.lr);
+  }
   int dims[3] = {h, w, c}, two = 2;
   rc = cnnb_gridfile_create(&gf, out, d.comm);
   if (!rc) rc = cnnb_gridfile_add(gf, "images", CNNB_GRID_U8, n, 3, dims);
@@ -225,6 +235,8 @@ int cnnb_cmd_style(int argc, char **argv)
   if (!rc) rc = cnnb_gridfile_attr_f64(gf, "/", "beta", so.beta);
   if (!rc) rc = cnnb_gridfile_attr_i64(gf, "/", "steps", so.steps);
   if (!rc) rc = cnnb_gridfile_attr_f64(gf, "/", "lr", so.lr);
+  if (!rc) rc = cnnb_gridfile_attr_str(gf, "/", "optimizer", opt_name);
+  if (!rc && so.optimizer == CNNB_STYLE_LBFGS) rc = cnnb_gridfile_attr_i64(gf, "/", "history", so.history);
   if (rc) goto done;
   /* One image per collective write; every rank makes the same number of writes. */
   long my = hi - lo, most = (n + d.size - 1) / d.size;
@@ -254,7 +266,8 @@ int cnnb_cmd_style(int argc, char **argv)
           lrc = cnnb_png_write(path, u8, h, w, c);
         }
         if (d.rank == 0)
-          printf("image %ld: J %.4g -> %.4g (%.1f s)\n", row, j0, j1, cnnb_now() - t0), fflush(stdout);
+          printf("image %ld: J %.4g -> %.4g, %ld evaluations (%.1f s)\n", row, j0, j1, st.evals, cnnb_now() - t0),
+            fflush(stdout);
       }
     }
     rc = cnnb_dist_agree(&d, lrc);

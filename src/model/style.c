@@ -1,5 +1,5 @@
 /* Neural style transfer (include/cnnb/style.h): costs, their gradients, a partial forward and a
- * backward that starts from deltas filled by the caller, and Adam on the image. */
+ * backward that starts from deltas filled by the caller, and Adam or L-BFGS on the image. */
 #include "cnnb/style.h"
 
 #include <cblas.h>
@@ -113,6 +113,150 @@ double cnnb_style_layer_cost(const float *gs, const float *ag, cnnb_shape s, flo
   return sum / norm;
 }
 
+/* ---- L-BFGS ---- */
+
+void cnnb_lbfgs_free(cnnb_lbfgs *lb)
+{
+  free(lb->s);
+  free(lb->y);
+  free(lb->rho);
+  free(lb->alpha);
+  free(lb->d);
+  free(lb->xt);
+  free(lb->gt);
+  memset(lb, 0, sizeof *lb);
+}
+
+int cnnb_lbfgs_init(cnnb_lbfgs *lb, size_t n, int m)
+{
+  memset(lb, 0, sizeof *lb);
+  if (m < 1 || n < 1) return cnnb_error(CNNB_EINVAL, "L-BFGS needs n >= 1 values and a history m >= 1 (got %zu, %d)", n, m);
+  lb->n = n;
+  lb->m = m;
+  lb->max_evals = CNNB_LBFGS_MAX_EVALS;
+  lb->c1 = 1e-4;
+  lb->first_step = 1;
+  lb->s = malloc((size_t)m * n * sizeof(float));
+  lb->y = malloc((size_t)m * n * sizeof(float));
+  lb->rho = malloc((size_t)m * sizeof(double));
+  lb->alpha = malloc((size_t)m * sizeof(double));
+  lb->d = malloc(n * sizeof(float));
+  lb->xt = malloc(n * sizeof(float));
+  lb->gt = malloc(n * sizeof(float));
+  if (!lb->s || !lb->y || !lb->rho || !lb->alpha || !lb->d || !lb->xt || !lb->gt) {
+    cnnb_lbfgs_free(lb);
+    return cnnb_error(CNNB_ENOMEM, "out of memory for L-BFGS (%d pairs of %zu values)", m, n);
+  }
+  return 0;
+}
+
+void cnnb_lbfgs_reset(cnnb_lbfgs *lb)
+{
+  lb->npairs = lb->head = lb->since_restart = 0;
+  lb->gamma = 1;
+}
+
+/* Sums in double: n is up to ~10^5 pixels and s'y is a small difference of large terms. */
+static double dot(const float *a, const float *b, size_t n)
+{
+  double r = 0;
+  for (size_t i = 0; i < n; i++) r += (double)a[i] * b[i];
+  return r;
+}
+
+/* d = -H g by the two-loop recursion, newest pair first then oldest first. */
+static void lbfgs_direction(cnnb_lbfgs *lb, const float *g)
+{
+  const size_t n = lb->n;
+  float *q = lb->d;
+  memcpy(q, g, n * sizeof *q);
+  for (int k = 0; k < lb->npairs; k++) {
+    int i = (lb->head - 1 - k + lb->m) % lb->m;
+    const float *s = lb->s + (size_t)i * n, *y = lb->y + (size_t)i * n;
+    double a = lb->rho[i] * dot(s, q, n);
+    lb->alpha[i] = a;
+    for (size_t j = 0; j < n; j++) q[j] -= (float)a * y[j];
+  }
+  const float gam = (float)(lb->npairs ? lb->gamma : 1.0);
+  for (size_t j = 0; j < n; j++) q[j] *= gam;
+  for (int k = lb->npairs - 1; k >= 0; k--) {
+    int i = (lb->head - 1 - k + lb->m) % lb->m;
+    const float *s = lb->s + (size_t)i * n, *y = lb->y + (size_t)i * n;
+    double b = lb->rho[i] * dot(y, q, n);
+    float c = (float)(lb->alpha[i] - b);
+    for (size_t j = 0; j < n; j++) q[j] += c * s[j];
+  }
+  for (size_t j = 0; j < n; j++) q[j] = -q[j];
+}
+
+int cnnb_lbfgs_step(cnnb_lbfgs *lb, float *x, double *f, float *g, cnnb_lbfgs_fn fn, cnnb_lbfgs_project proj,
+                    void *ctx)
+{
+  const size_t n = lb->n;
+  double gmax = 0;
+  for (size_t i = 0; i < n; i++) gmax = fmax(gmax, fabs((double)g[i]));
+  if (!(gmax > 0)) return CNNB_LBFGS_DONE; /* a stationary point */
+  int fresh = lb->npairs == 0;
+  lbfgs_direction(lb, g);
+  double gd = dot(g, lb->d, n);
+  if (!(gd < 0)) { /* H lost positive definiteness to rounding: start over from -g */
+    cnnb_lbfgs_reset(lb);
+    fresh = 1;
+    for (size_t i = 0; i < n; i++) lb->d[i] = -g[i];
+    gd = -dot(g, g, n);
+  }
+  /* Without pairs H0 = I has no scale: bound the first move instead. */
+  double t = fresh ? lb->first_step / gmax : 1.0;
+  for (int e = 0; e < lb->max_evals; e++) {
+    for (size_t i = 0; i < n; i++) lb->xt[i] = x[i] + (float)t * lb->d[i];
+    if (proj) proj(ctx, lb->xt);
+    /* g'(x(t) - x): the first-order decrease along the projected step, what Armijo compares to */
+    double dec = 0;
+    int moved = 0;
+    for (size_t i = 0; i < n; i++) {
+      dec += (double)g[i] * ((double)lb->xt[i] - x[i]);
+      moved |= lb->xt[i] != x[i];
+    }
+    if (!moved) break; /* t below float resolution: more trials would evaluate x again */
+    lb->evals++;
+    double ft = fn(ctx, lb->xt, lb->gt);
+    if (isfinite(ft) && dec < 0 && ft <= *f + lb->c1 * dec) {
+      /* Two passes: a pair that fails the curvature check must not overwrite the oldest one. */
+      double sy = 0, yy = 0;
+      for (size_t i = 0; i < n; i++) {
+        double si = (double)lb->xt[i] - x[i], yi = (double)lb->gt[i] - g[i];
+        sy += si * yi;
+        yy += yi * yi;
+      }
+      if (sy > 1e-10 * yy && isfinite(sy)) {
+        float *s = lb->s + (size_t)lb->head * n, *y = lb->y + (size_t)lb->head * n;
+        for (size_t i = 0; i < n; i++) s[i] = lb->xt[i] - x[i], y[i] = lb->gt[i] - g[i];
+        lb->rho[lb->head] = 1.0 / sy;
+        lb->gamma = sy / yy;
+        lb->head = (lb->head + 1) % lb->m;
+        if (lb->npairs < lb->m) lb->npairs++;
+      }
+      memcpy(x, lb->xt, n * sizeof *x);
+      memcpy(g, lb->gt, n * sizeof *g);
+      *f = ft;
+      lb->since_restart++;
+      return CNNB_LBFGS_MOVED;
+    }
+    double tn = 0.5 * t;
+    if (isfinite(ft)) {
+      double den = 2 * (ft - *f - gd * t);
+      if (den > 0) tn = -gd * t * t / den;
+    }
+    t = fmin(fmax(tn, 0.1 * t), 0.5 * t);
+  }
+  /* Failing again right after a restart is the signature of f's rounding floor. */
+  int done = fresh || lb->since_restart <= 1;
+  cnnb_lbfgs_reset(lb);
+  return done ? CNNB_LBFGS_DONE : CNNB_LBFGS_RESTART;
+}
+
+/* ---- style transfer ---- */
+
 void cnnb_style_opts_init(cnnb_style_opts *o)
 {
   memset(o, 0, sizeof *o);
@@ -121,6 +265,7 @@ void cnnb_style_opts_init(cnnb_style_opts *o)
   o->beta = 40.f;
   o->steps = 200;
   o->lr = 0.02f;
+  o->history = 10;
   o->noise = 0.1f;
   o->seed = 1;
 }
@@ -132,6 +277,8 @@ void cnnb_style_free(cnnb_style *st)
   free(st->gg);
   free(st->m);
   free(st->v);
+  free(st->grad);
+  cnnb_lbfgs_free(&st->lb);
   memset(st, 0, sizeof *st);
 }
 
@@ -148,6 +295,10 @@ int cnnb_style_init(cnnb_style *st, cnnb_net *net, const cnnb_style_opts *o)
     return cnnb_error(CNNB_EINVAL, "%s: %d style layers (1-%d)", path, o->nstyle, CNNB_STYLE_MAX_LAYERS);
   if (o->steps < 0 || !(o->lr > 0))
     return cnnb_error(CNNB_EINVAL, "style transfer needs steps >= 0 and lr > 0 (got %d, %g)", o->steps, o->lr);
+  if (o->optimizer != CNNB_STYLE_ADAM && o->optimizer != CNNB_STYLE_LBFGS)
+    return cnnb_error(CNNB_EINVAL, "style transfer: unknown optimizer %d", o->optimizer);
+  if (o->optimizer == CNNB_STYLE_LBFGS && (o->history < 1 || o->history > 1000))
+    return cnnb_error(CNNB_EINVAL, "style transfer: L-BFGS history %d (1-1000 pairs)", o->history);
   st->net = net;
   st->o = *o;
   st->last = o->content_layer;
@@ -169,9 +320,16 @@ int cnnb_style_init(cnnb_style *st, cnnb_net *net, const cnnb_style_opts *o)
   st->content_act = malloc(cnnb_shape_size(net->layers[o->content_layer].out) * sizeof(float));
   st->style_gram = malloc(gsz * sizeof(float));
   st->gg = malloc(gmax * sizeof(float));
-  st->m = malloc(in * sizeof(float));
-  st->v = malloc(in * sizeof(float));
-  if (!st->content_act || !st->style_gram || !st->gg || !st->m || !st->v) {
+  int ok;
+  if (o->optimizer == CNNB_STYLE_ADAM) {
+    st->m = malloc(in * sizeof(float));
+    st->v = malloc(in * sizeof(float));
+    ok = st->m && st->v;
+  } else {
+    st->grad = malloc(in * sizeof(float));
+    ok = st->grad && !cnnb_lbfgs_init(&st->lb, in, o->history);
+  }
+  if (!st->content_act || !st->style_gram || !st->gg || !ok) {
     cnnb_style_free(st);
     return cnnb_error(CNNB_ENOMEM, "%s: out of memory for style transfer", path);
   }
@@ -219,24 +377,45 @@ double cnnb_style_cost(cnnb_style *st, const float *g, double *jc, double *js)
   return o->alpha * c + o->beta * s;
 }
 
-int cnnb_style_run(cnnb_style *st, const float *c, long image, float *g, double *j0, double *j1, double *history)
+/* G inside [lo, hi] per channel: the valid pixel range in network-input units. */
+static void style_clamp(const cnnb_style_opts *o, const cnnb_shape in, float *g)
+{
+  if (!o->clamp) return;
+  const size_t hw = (size_t)in.h * in.w;
+  for (int ch = 0; ch < in.c; ch++) {
+    float *p = g + (size_t)ch * hw;
+    for (size_t i = 0; i < hw; i++) p[i] = p[i] < o->lo[ch] ? o->lo[ch] : p[i] > o->hi[ch] ? o->hi[ch] : p[i];
+  }
+}
+
+static void style_project(void *ctx, float *g)
+{
+  cnnb_style *st = ctx;
+  style_clamp(&st->o, st->net->in, g);
+}
+
+/* The L-BFGS callback: the same cost and backward as Adam's (cnnb_style_cost); the gradient is
+ * copied out because the next trial overwrites input_delta. */
+static double style_fg(void *ctx, const float *g, float *grad)
+{
+  cnnb_style *st = ctx;
+  double J = cnnb_style_cost(st, g, NULL, NULL);
+  memcpy(grad, st->net->input_delta, cnnb_shape_size(st->net->in) * sizeof *grad);
+  return J;
+}
+
+static int run_adam(cnnb_style *st, long image, float *g, double *j0, double *j1, double *history)
 {
   cnnb_net *net = st->net;
   const cnnb_style_opts *o = &st->o;
-  const size_t n = cnnb_shape_size(net->in), hw = (size_t)net->in.h * net->in.w;
-  cnnb_rng r;
-  cnnb_rng_seed(&r, o->seed, 0x57e1e, (uint64_t)image, 0);
-  for (size_t i = 0; i < n; i++) {
-    int ch = (int)(i / hw);
-    float sd = o->clamp && o->hi[ch] > o->lo[ch] ? o->hi[ch] - o->lo[ch] : 1.f; /* 1/std: pixel scale -> input */
-    g[i] = c[i] + o->noise * sd * (2.f * cnnb_rng_uniform(&r) - 1.f);
-  }
+  const size_t n = cnnb_shape_size(net->in);
   memset(st->m, 0, n * sizeof(float));
   memset(st->v, 0, n * sizeof(float));
   const float b1 = 0.9f, b2 = 0.999f, eps = 1e-8f;
   double J = 0;
   for (int t = 1; t <= o->steps + 1; t++) {
     J = cnnb_style_cost(st, g, NULL, NULL);
+    st->evals++;
     if (!isfinite(J))
       return cnnb_error(CNNB_ENUM, "style transfer of image %ld diverged at step %d (J = %g): lower lr", image, t - 1, J);
     if (t == 1 && j0) *j0 = J;
@@ -248,14 +427,59 @@ int cnnb_style_run(cnnb_style *st, const float *c, long image, float *g, double 
       st->m[i] = b1 * st->m[i] + (1 - b1) * gr[i];
       st->v[i] = b2 * st->v[i] + (1 - b2) * gr[i] * gr[i];
       g[i] -= o->lr * (st->m[i] / c1) / (sqrtf(st->v[i] / c2) + eps);
-      if (o->clamp) {
-        int ch = (int)(i / hw);
-        g[i] = g[i] < o->lo[ch] ? o->lo[ch] : g[i] > o->hi[ch] ? o->hi[ch] : g[i];
-      }
     }
+    style_clamp(o, net->in, g);
   }
   if (j1) *j1 = J;
   return 0;
+}
+
+static int run_lbfgs(cnnb_style *st, long image, float *g, double *j0, double *j1, double *history)
+{
+  const cnnb_style_opts *o = &st->o;
+  cnnb_lbfgs_reset(&st->lb);
+  st->lb.first_step = o->lr;
+  st->lb.evals = 0;
+  double J = style_fg(st, g, st->grad);
+  st->lb.evals++;
+  if (!isfinite(J)) return cnnb_error(CNNB_ENUM, "style transfer of image %ld: J = %g at the start", image, J);
+  if (j0) *j0 = J;
+  int done = 0;
+  for (int t = 0; t < o->steps; t++) {
+    if (history) history[t] = J;
+    if (done) continue;
+    /* a failed line search is not an error: the iterate is the best point found */
+    double prev = J;
+    int rc = cnnb_lbfgs_step(&st->lb, g, &J, st->grad, style_fg, style_project, st);
+    /* J is summed from float activations: a gain below CNNB_STYLE_LBFGS_FTOL J is rounding, and
+     * such steps take many trials each */
+    done = rc == CNNB_LBFGS_DONE || (rc == CNNB_LBFGS_MOVED && prev - J <= CNNB_STYLE_LBFGS_FTOL * fabs(prev));
+  }
+  st->evals = st->lb.evals;
+  if (j1) *j1 = J;
+  return 0;
+}
+
+int cnnb_style_run(cnnb_style *st, const float *c, long image, float *g, double *j0, double *j1, double *history)
+{
+  cnnb_net *net = st->net;
+  const cnnb_style_opts *o = &st->o;
+  const size_t n = cnnb_shape_size(net->in), hw = (size_t)net->in.h * net->in.w;
+  if (o->optimizer == CNNB_STYLE_LBFGS ? !st->grad : !st->m)
+    return cnnb_error(CNNB_EINVAL, "style transfer: the optimizer was changed after cnnb_style_init");
+  cnnb_rng r;
+  cnnb_rng_seed(&r, o->seed, 0x57e1e, (uint64_t)image, 0);
+  for (size_t i = 0; i < n; i++) {
+    int ch = (int)(i / hw);
+    float sd = o->clamp && o->hi[ch] > o->lo[ch] ? o->hi[ch] - o->lo[ch] : 1.f; /* 1/std: pixel scale -> input */
+    g[i] = c[i] + o->noise * sd * (2.f * cnnb_rng_uniform(&r) - 1.f);
+  }
+  /* Noise can leave the valid range; both optimisers start from a valid image (L-BFGS's Armijo
+   * test measures the decrease from a feasible point). */
+  style_clamp(o, net->in, g);
+  st->evals = 0;
+  return o->optimizer == CNNB_STYLE_LBFGS ? run_lbfgs(st, image, g, j0, j1, history)
+                                          : run_adam(st, image, g, j0, j1, history);
 }
 
 /* The style image as network input: JPEG -> channel check -> bilinear resize to the content
