@@ -431,6 +431,72 @@ static void test_outfile(void)
   CU_ASSERT(!exists(tpath("aborted.h5.tmp")));
 }
 
+/* N-D datasets through the general calls: a uint8 N x H x W x C grid written in two row ranges,
+ * a 1-D int64 one, a float64 attribute; types, shapes and values read back, and the typed
+ * wrappers and bad shapes refused. */
+static void test_outfile_nd(void)
+{
+  const char *p = tpath("grid.h5");
+  cnnb_outfile *of;
+  enum { R = 3, GH = 2, GW = 4, GC = 3, RS = GH * GW * GC };
+  const int dims[3] = {GH, GW, GC}, bad[2] = {2, 0};
+  unsigned char px[R * RS];
+  for (int i = 0; i < R * RS; i++) px[i] = (unsigned char)(i * 7 + 3);
+  long long ix[R] = {-5, 0, 1LL << 50};
+  CU_ASSERT_EQUAL_FATAL(cnnb_outfile_create(&of, p, MPI_COMM_WORLD), 0);
+  CU_ASSERT_EQUAL(cnnb_outfile_add(of, "img/grid", CNNB_OUT_U8, R, 3, dims), 0);
+  CU_ASSERT_EQUAL(cnnb_outfile_add(of, "ix", CNNB_OUT_I64, R, 0, NULL), 0);
+  CU_ASSERT_EQUAL(cnnb_outfile_add(of, "empty", CNNB_OUT_F32, R, 2, bad), CNNB_EINVAL);
+  CU_ASSERT_EQUAL(cnnb_outfile_add(of, "deep", CNNB_OUT_F32, R, CNNB_OUT_MAX_NDIM + 1, dims), CNNB_EINVAL);
+  CU_ASSERT_EQUAL(cnnb_outfile_write(of, "img/grid", 0, 1, px), 0);
+  CU_ASSERT_EQUAL(cnnb_outfile_write(of, "img/grid", 1, 2, px + RS), 0);
+  CU_ASSERT_EQUAL(cnnb_outfile_write(of, "img/grid", 2, 2, px), CNNB_EINVAL);
+  CU_ASSERT_EQUAL(cnnb_outfile_write_f32(of, "img/grid", 0, 1, (const float *)(void *)px), CNNB_EINVAL);
+  CU_ASSERT_EQUAL(cnnb_outfile_write(of, "ix", 0, R, ix), 0);
+  CU_ASSERT_EQUAL(cnnb_outfile_attr_f64(of, "/", "alpha", 0.1), 0);
+  CU_ASSERT_EQUAL(cnnb_outfile_attr_f64(of, "img/grid", "scale", -2.5e-300), 0);
+  CU_ASSERT_EQUAL_FATAL(cnnb_outfile_commit(of), 0);
+
+  hid_t f = H5Fopen(p, H5F_ACC_RDONLY, H5P_DEFAULT);
+  CU_ASSERT_FATAL(f >= 0);
+  CU_ASSERT_EQUAL(attr_i(f, "complete"), 1);
+  hid_t d = H5Dopen2(f, "img/grid", H5P_DEFAULT);
+  CU_ASSERT_FATAL(d >= 0);
+  hid_t t = H5Dget_type(d), sp = H5Dget_space(d);
+  CU_ASSERT(H5Tequal(t, H5T_STD_U8LE) > 0);
+  hsize_t got[4] = {0};
+  CU_ASSERT_EQUAL(H5Sget_simple_extent_dims(sp, got, NULL), 4);
+  CU_ASSERT(got[0] == R && got[1] == GH && got[2] == GW && got[3] == GC);
+  H5Sclose(sp);
+  H5Tclose(t);
+  unsigned char back[R * RS];
+  CU_ASSERT(H5Dread(d, H5T_NATIVE_UCHAR, H5S_ALL, H5S_ALL, H5P_DEFAULT, back) >= 0);
+  CU_ASSERT(memcmp(back, px, sizeof px) == 0);
+  double v = 0;
+  hid_t a = H5Aopen(d, "scale", H5P_DEFAULT);
+  t = H5Aget_type(a);
+  CU_ASSERT(H5Tequal(t, H5T_IEEE_F64LE) > 0);
+  CU_ASSERT(H5Aread(a, H5T_NATIVE_DOUBLE, &v) >= 0);
+  CU_ASSERT_EQUAL(v, -2.5e-300);
+  H5Tclose(t);
+  H5Aclose(a);
+  H5Dclose(d);
+  a = H5Aopen(f, "alpha", H5P_DEFAULT);
+  CU_ASSERT(H5Aread(a, H5T_NATIVE_DOUBLE, &v) >= 0);
+  CU_ASSERT_EQUAL(v, 0.1);
+  H5Aclose(a);
+  d = H5Dopen2(f, "ix", H5P_DEFAULT);
+  sp = H5Dget_space(d);
+  CU_ASSERT_EQUAL(H5Sget_simple_extent_ndims(sp), 1);
+  H5Sclose(sp);
+  long long ib[R];
+  CU_ASSERT(H5Dread(d, H5T_NATIVE_LLONG, H5S_ALL, H5S_ALL, H5P_DEFAULT, ib) >= 0);
+  CU_ASSERT(memcmp(ib, ix, sizeof ix) == 0);
+  H5Dclose(d);
+  CU_ASSERT(H5Lexists(f, "empty", H5P_DEFAULT) == 0);
+  H5Fclose(f);
+}
+
 static double now(void)
 {
   struct timespec t;
@@ -544,6 +610,7 @@ int main(int argc, char **argv)
   CU_add_test(s, "course exercise file", test_course_file);
   CU_add_test(s, "error messages", test_errors);
   CU_add_test(s, "output file commit and abort", test_outfile);
+  CU_add_test(s, "output file N-D uint8 and float64 attribute", test_outfile_nd);
   CU_add_test(s, "fashion-mnist t10k", test_fashion_mnist);
   CU_basic_set_mode(CU_BRM_VERBOSE);
   CU_basic_run_tests();

@@ -79,20 +79,33 @@ int cnnb_dataset_read_u8(cnnb_dataset *ds, long row0, int n, unsigned char *nhwc
  * attribute complete=1 and renames it to PATH; abort removes PATH.tmp. Layout:
  * docs/FORMATS.md "Output files". */
 typedef struct cnnb_outfile cnnb_outfile;
+/* Element type of a dataset: float32, uint8, int64 (little-endian on disk). */
+typedef enum cnnb_out_type { CNNB_OUT_F32 = 0, CNNB_OUT_U8, CNNB_OUT_I64 } cnnb_out_type;
+/* Most dimensions after the row dimension. */
+#define CNNB_OUT_MAX_NDIM 4
 int cnnb_outfile_create(cnnb_outfile **of, const char *path, MPI_Comm comm);
-/* float32 / int64 dataset of nrows x ncols (ncols 0 -> 1-D of nrows). A name may contain
- * '/' (groups are created as needed). */
+/* Dataset of nrows x dims[0] x .. x dims[ndim-1] (ndim 0 -> 1-D of nrows; dims may then be
+ * NULL; every dims[i] >= 1), contiguous so that every rank writes its own rows directly. A
+ * name may contain '/' (groups are created as needed). */
+int cnnb_outfile_add(cnnb_outfile *of, const char *name, cnnb_out_type type, long nrows, int ndim,
+                     const int *dims);
+/* float32 / int64 dataset of nrows x ncols (ncols 0 -> 1-D of nrows). */
 int cnnb_outfile_add_f32(cnnb_outfile *of, const char *name, long nrows, int ncols);
 int cnnb_outfile_add_i64(cnnb_outfile *of, const char *name, long nrows, int ncols);
-/* Writes rows [row0, row0 + nrows) of a dataset added before (data is nrows x ncols). */
+/* Writes rows [row0, row0 + nrows) of a dataset added before (nrows may be 0; data is then
+ * unused). data holds whole rows in the dataset's type: float, unsigned char or long long. */
+int cnnb_outfile_write(cnnb_outfile *of, const char *name, long row0, long nrows, const void *data);
+/* As cnnb_outfile_write, and the dataset must be float32 / int64. */
 int cnnb_outfile_write_f32(cnnb_outfile *of, const char *name, long row0, long nrows,
                            const float *data);
 int cnnb_outfile_write_i64(cnnb_outfile *of, const char *name, long row0, long nrows,
                            const long long *data);
 /* Attribute on obj ("/" or NULL for the root, else a dataset name); same value on all ranks.
- * Strings are scalar variable-length UTF-8 (h5py reads them as str). */
+ * Strings are scalar variable-length UTF-8 (h5py reads them as str); numbers are scalar int64
+ * or float64. */
 int cnnb_outfile_attr_str(cnnb_outfile *of, const char *obj, const char *name, const char *value);
 int cnnb_outfile_attr_i64(cnnb_outfile *of, const char *obj, const char *name, long long value);
+int cnnb_outfile_attr_f64(cnnb_outfile *of, const char *obj, const char *name, double value);
 int cnnb_outfile_commit(cnnb_outfile *of); /* frees of, also on failure (then as abort) */
 void cnnb_outfile_abort(cnnb_outfile *of); /* frees of; NULL is a no-op */
 

@@ -92,7 +92,7 @@ int cnnb_cmd_predict(int argc, char **argv)
     "every rank writing its rows into the same file (parallel HDF5).\n"
     "--sliding (score maps over larger images) and --layer N (one layer's activations): see\n"
     "cnn-batch predict --sliding --help.";
-  /* Grid outputs (N x H x W x C) have their own options and writer: src/cmd/sliding.c. */
+  /* Grid outputs (N x H x W x C) have their own options and loop: src/cmd/sliding.c. */
   for (int i = 1; i < argc; i++)
     if (!strcmp(argv[i], "--sliding") || !strncmp(argv[i], "--layer", 7)) return cnnb_cmd_predict_grid(argc, argv);
   cnnb_dist d;

@@ -11,9 +11,9 @@
 #include "cmd/cmd.h"
 #include "cmd/imgcmd.h"
 #include "cmd/job.h"
+#include "cnnb/data.h"
 #include "cnnb/error.h"
 #include "cnnb/filter.h"
-#include "cnnb/gridfile.h"
 #include "cnnb/image.h"
 
 /* Creates DIR on rank 0 (an existing directory is fine); collective. */
@@ -87,7 +87,7 @@ int cnnb_cmd_filter(int argc, char **argv)
   cnnb_kernel k;
   cnnb_dataset *ds = NULL;
   cnnb_net *net = NULL;
-  cnnb_gridfile *gf = NULL;
+  cnnb_outfile *of = NULL;
   unsigned char *u8 = NULL, *pbuf = NULL;
   float *x = NULL, *y = NULL;
   int h = 0, w = 0, c = 0;
@@ -118,13 +118,13 @@ int cnnb_cmd_filter(int argc, char **argv)
     for (int j = 0; j < k.size && kl < sizeof ktext - 32; j++)
       kl += (size_t)snprintf(ktext + kl, sizeof ktext - kl, "%g%c", k.w[i * k.size + j], j + 1 < k.size ? ' ' : '\n');
   int dims[3] = {oh, ow, c};
-  rc = cnnb_gridfile_create(&gf, out, d.comm);
-  if (!rc) rc = cnnb_gridfile_add(gf, "filtered", CNNB_GRID_F32, n, 3, dims);
-  if (!rc) rc = cnnb_gridfile_attr_str(gf, "/", "kernel", ktext);
-  if (!rc) rc = cnnb_gridfile_attr_str(gf, "/", "kernel_name", k.name);
-  if (!rc) rc = cnnb_gridfile_attr_i64(gf, "/", "stride", stride);
-  if (!rc) rc = cnnb_gridfile_attr_i64(gf, "/", "padding", pad);
-  if (!rc) rc = cnnb_gridfile_attr_str(gf, "/", "source", data);
+  rc = cnnb_outfile_create(&of, out, d.comm);
+  if (!rc) rc = cnnb_outfile_add(of, "filtered", CNNB_OUT_F32, n, 3, dims);
+  if (!rc) rc = cnnb_outfile_attr_str(of, "/", "kernel", ktext);
+  if (!rc) rc = cnnb_outfile_attr_str(of, "/", "kernel_name", k.name);
+  if (!rc) rc = cnnb_outfile_attr_i64(of, "/", "stride", stride);
+  if (!rc) rc = cnnb_outfile_attr_i64(of, "/", "padding", pad);
+  if (!rc) rc = cnnb_outfile_attr_str(of, "/", "source", data);
   if (rc) goto done;
   u8 = malloc((size_t)B * in_sz);
   x = malloc((size_t)B * in_sz * sizeof *x);
@@ -148,18 +148,18 @@ int cnnb_cmd_filter(int argc, char **argv)
       for (long i = 0; png && !lrc && i < m; i++) lrc = write_png(png, r0 + i, y + (size_t)i * out_sz, oh, ow, c, pbuf);
     }
     rc = cnnb_dist_agree(&d, lrc);
-    if (!rc) rc = cnnb_gridfile_write(gf, "filtered", m ? r0 : 0, m, y);
+    if (!rc) rc = cnnb_outfile_write(of, "filtered", m ? r0 : 0, m, y);
   }
   if (!rc) {
-    rc = cnnb_gridfile_commit(gf);
-    gf = NULL;
+    rc = cnnb_outfile_commit(of);
+    of = NULL;
   }
   if (!rc && d.rank == 0)
     printf("wrote %s: %ld images filtered by %s (%dx%d, stride %ld, padding %ld) -> %dx%dx%d\n", out, n, k.name, k.size,
            k.size, stride, pad, oh, ow, c);
 done:
   if (rc) cnnb_job_fail(&d, "filter");
-  cnnb_gridfile_abort(gf);
+  cnnb_outfile_abort(of);
   free(u8);
   free(x);
   free(y);

@@ -10,8 +10,8 @@
 #include "cmd/imgcmd.h"
 #include "cmd/job.h"
 #include "cnnb/ckpt.h"
+#include "cnnb/data.h"
 #include "cnnb/error.h"
-#include "cnnb/gridfile.h"
 #include "cnnb/sliding.h"
 #include "cnnb/style.h"
 
@@ -63,7 +63,7 @@ int cnnb_cmd_predict_grid(int argc, char **argv)
   cnnb_sliding sw;
   memset(&sw, 0, sizeof sw);
   cnnb_dataset *ds = NULL;
-  cnnb_gridfile *gf = NULL;
+  cnnb_outfile *of = NULL;
   float *x = NULL, *y = NULL, *cropbuf = NULL;
   int layer = -1, rc = 0;
   cnnb_net_opts no = cnnb_net_opts_default();
@@ -127,19 +127,19 @@ int cnnb_cmd_predict_grid(int argc, char **argv)
   else dims[0] = os.c, dims[1] = os.h, dims[2] = os.w;
   long lo, hi;
   cnnb_dist_slice(&d, n, &lo, &hi);
-  rc = cnnb_gridfile_create(&gf, out, d.comm);
-  if (!rc) rc = cnnb_gridfile_add(gf, dname, CNNB_GRID_F32, n, 3, dims);
-  if (!rc) rc = cnnb_gridfile_attr_str(gf, "/", "model_cfg", net->cfg.text);
-  if (!rc) rc = cnnb_gridfile_attr_str(gf, "/", "weights", weights);
-  if (!rc) rc = cnnb_gridfile_attr_str(gf, "/", "source", data);
+  rc = cnnb_outfile_create(&of, out, d.comm);
+  if (!rc) rc = cnnb_outfile_add(of, dname, CNNB_OUT_F32, n, 3, dims);
+  if (!rc) rc = cnnb_outfile_attr_str(of, "/", "model_cfg", net->cfg.text);
+  if (!rc) rc = cnnb_outfile_attr_str(of, "/", "weights", weights);
+  if (!rc) rc = cnnb_outfile_attr_str(of, "/", "source", data);
   if (!rc && sliding) {
-    rc = cnnb_gridfile_attr_i64(gf, "scores", "window_height", sw.window_h);
-    if (!rc) rc = cnnb_gridfile_attr_i64(gf, "scores", "window_width", sw.window_w);
-    if (!rc) rc = cnnb_gridfile_attr_i64(gf, "scores", "stride", sw.stride);
-    if (!rc) rc = cnnb_gridfile_attr_str(gf, "scores", "method", crops ? "crops" : "convolutional");
+    rc = cnnb_outfile_attr_i64(of, "scores", "window_height", sw.window_h);
+    if (!rc) rc = cnnb_outfile_attr_i64(of, "scores", "window_width", sw.window_w);
+    if (!rc) rc = cnnb_outfile_attr_i64(of, "scores", "stride", sw.stride);
+    if (!rc) rc = cnnb_outfile_attr_str(of, "scores", "method", crops ? "crops" : "convolutional");
   } else if (!rc) {
-    rc = cnnb_gridfile_attr_i64(gf, "activations", "layer", layer);
-    if (!rc) rc = cnnb_gridfile_attr_str(gf, "activations", "kind", cnnb_layer_kind(&net->layers[layer]));
+    rc = cnnb_outfile_attr_i64(of, "activations", "layer", layer);
+    if (!rc) rc = cnnb_outfile_attr_str(of, "activations", "kind", cnnb_layer_kind(&net->layers[layer]));
   }
   if (rc) goto done;
   x = malloc((size_t)B * in_sz * sizeof *x);
@@ -167,13 +167,13 @@ int cnnb_cmd_predict_grid(int argc, char **argv)
       }
     }
     rc = cnnb_dist_agree(&d, lrc);
-    if (!rc) rc = cnnb_gridfile_write(gf, dname, m ? r0 : 0, m, y);
+    if (!rc) rc = cnnb_outfile_write(of, dname, m ? r0 : 0, m, y);
   }
   double secs = cnnb_now() - t0;
   free(rows);
   if (!rc) {
-    rc = cnnb_gridfile_commit(gf);
-    gf = NULL;
+    rc = cnnb_outfile_commit(of);
+    of = NULL;
   }
   if (!rc && d.rank == 0) {
     if (sliding)
@@ -185,7 +185,7 @@ int cnnb_cmd_predict_grid(int argc, char **argv)
   }
 done:
   if (rc) cnnb_job_fail(&d, "predict");
-  cnnb_gridfile_abort(gf);
+  cnnb_outfile_abort(of);
   free(x);
   free(y);
   free(cropbuf);

@@ -12,8 +12,8 @@
 #include "cmd/job.h"
 #include "cnnb/cfg.h"
 #include "cnnb/ckpt.h"
+#include "cnnb/data.h"
 #include "cnnb/error.h"
-#include "cnnb/gridfile.h"
 #include "cnnb/image.h"
 #include "cnnb/style.h"
 
@@ -154,7 +154,7 @@ int cnnb_cmd_style(int argc, char **argv)
   memset(&cfg, 0, sizeof cfg);
   cnnb_net *net = NULL;
   cnnb_dataset *ds = NULL;
-  cnnb_gridfile *gf = NULL;
+  cnnb_outfile *of = NULL;
   cnnb_style st;
   memset(&st, 0, sizeof st);
   cnnb_style_opts so;
@@ -222,21 +222,21 @@ int cnnb_cmd_style(int argc, char **argv)
     else printf("%d Adam steps lr %g\n", so.steps, so.lr);
   }
   int dims[3] = {h, w, c}, two = 2;
-  rc = cnnb_gridfile_create(&gf, out, d.comm);
-  if (!rc) rc = cnnb_gridfile_add(gf, "images", CNNB_GRID_U8, n, 3, dims);
-  if (!rc) rc = cnnb_gridfile_add(gf, "cost", CNNB_GRID_F32, n, 1, &two);
-  if (!rc) rc = cnnb_gridfile_attr_str(gf, "/", "model_cfg", net->cfg.text);
-  if (!rc) rc = cnnb_gridfile_attr_str(gf, "/", "weights", weights);
-  if (!rc) rc = cnnb_gridfile_attr_str(gf, "/", "source", content);
-  if (!rc) rc = cnnb_gridfile_attr_str(gf, "/", "style_image", style);
-  if (!rc) rc = cnnb_gridfile_attr_str(gf, "/", "content_layer", nm);
-  if (!rc) rc = cnnb_gridfile_attr_str(gf, "/", "style_layers", names);
-  if (!rc) rc = cnnb_gridfile_attr_f64(gf, "/", "alpha", so.alpha);
-  if (!rc) rc = cnnb_gridfile_attr_f64(gf, "/", "beta", so.beta);
-  if (!rc) rc = cnnb_gridfile_attr_i64(gf, "/", "steps", so.steps);
-  if (!rc) rc = cnnb_gridfile_attr_f64(gf, "/", "lr", so.lr);
-  if (!rc) rc = cnnb_gridfile_attr_str(gf, "/", "optimizer", opt_name);
-  if (!rc && so.optimizer == CNNB_STYLE_LBFGS) rc = cnnb_gridfile_attr_i64(gf, "/", "history", so.history);
+  rc = cnnb_outfile_create(&of, out, d.comm);
+  if (!rc) rc = cnnb_outfile_add(of, "images", CNNB_OUT_U8, n, 3, dims);
+  if (!rc) rc = cnnb_outfile_add(of, "cost", CNNB_OUT_F32, n, 1, &two);
+  if (!rc) rc = cnnb_outfile_attr_str(of, "/", "model_cfg", net->cfg.text);
+  if (!rc) rc = cnnb_outfile_attr_str(of, "/", "weights", weights);
+  if (!rc) rc = cnnb_outfile_attr_str(of, "/", "source", content);
+  if (!rc) rc = cnnb_outfile_attr_str(of, "/", "style_image", style);
+  if (!rc) rc = cnnb_outfile_attr_str(of, "/", "content_layer", nm);
+  if (!rc) rc = cnnb_outfile_attr_str(of, "/", "style_layers", names);
+  if (!rc) rc = cnnb_outfile_attr_f64(of, "/", "alpha", so.alpha);
+  if (!rc) rc = cnnb_outfile_attr_f64(of, "/", "beta", so.beta);
+  if (!rc) rc = cnnb_outfile_attr_i64(of, "/", "steps", so.steps);
+  if (!rc) rc = cnnb_outfile_attr_f64(of, "/", "lr", so.lr);
+  if (!rc) rc = cnnb_outfile_attr_str(of, "/", "optimizer", opt_name);
+  if (!rc && so.optimizer == CNNB_STYLE_LBFGS) rc = cnnb_outfile_attr_i64(of, "/", "history", so.history);
   if (rc) goto done;
   /* One image per collective write; every rank makes the same number of writes. */
   long my = hi - lo, most = (n + d.size - 1) / d.size;
@@ -271,17 +271,17 @@ int cnnb_cmd_style(int argc, char **argv)
       }
     }
     rc = cnnb_dist_agree(&d, lrc);
-    if (!rc) rc = cnnb_gridfile_write(gf, "images", m ? row : 0, m, u8);
-    if (!rc) rc = cnnb_gridfile_write(gf, "cost", m ? row : 0, m, cost);
+    if (!rc) rc = cnnb_outfile_write(of, "images", m ? row : 0, m, u8);
+    if (!rc) rc = cnnb_outfile_write(of, "cost", m ? row : 0, m, cost);
   }
   if (!rc) {
-    rc = cnnb_gridfile_commit(gf);
-    gf = NULL;
+    rc = cnnb_outfile_commit(of);
+    of = NULL;
   }
   if (!rc && d.rank == 0) printf("wrote %s: %ld stylised images in %.1f s\n", out, n, cnnb_now() - t0);
 done:
   if (rc) cnnb_job_fail(&d, "style");
-  cnnb_gridfile_abort(gf);
+  cnnb_outfile_abort(of);
   cnnb_style_free(&st);
   free(x);
   free(g);

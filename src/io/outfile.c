@@ -1,4 +1,5 @@
-/* Output files written by all ranks at once through parallel HDF5 (MPI-IO driver); layout in
+/* Output files written by all ranks at once through parallel HDF5 (MPI-IO driver): 1-D to
+ * 5-D float32, uint8 or int64 datasets, one row per example; layout in
  * docs/FORMATS.md "Output files". Every call is collective. Before any collective HDF5 call,
  * ranks agree (MPI_Allreduce) that all of them passed their local checks, so that one bad
  * argument gives an error on every rank instead of a hang; after it, they agree on success. */
@@ -14,9 +15,9 @@
 typedef struct out_dset {
   char *name;
   hid_t d;
-  int is_f32;
-  long nrows;
-  int ncols; /* 0: 1-D */
+  cnnb_out_type type;
+  int rank;                             /* 1 + ndim */
+  hsize_t dims[1 + CNNB_OUT_MAX_NDIM]; /* dims[0] = rows */
 } out_dset;
 
 struct cnnb_outfile {
@@ -120,13 +121,33 @@ static out_dset *find(cnnb_outfile *of, const char *name)
   return NULL;
 }
 
-static int add(cnnb_outfile *of, const char *name, long nrows, int ncols, int is_f32)
+static const char *type_name(cnnb_out_type t)
+{
+  return t == CNNB_OUT_F32 ? "float32" : t == CNNB_OUT_U8 ? "uint8" : "int64";
+}
+
+static hid_t file_type(cnnb_out_type t)
+{
+  return t == CNNB_OUT_F32 ? H5T_IEEE_F32LE : t == CNNB_OUT_U8 ? H5T_STD_U8LE : H5T_STD_I64LE;
+}
+
+static hid_t mem_type(cnnb_out_type t)
+{
+  return t == CNNB_OUT_F32 ? H5T_NATIVE_FLOAT : t == CNNB_OUT_U8 ? H5T_NATIVE_UCHAR : H5T_NATIVE_LLONG;
+}
+
+int cnnb_outfile_add(cnnb_outfile *of, const char *name, cnnb_out_type type, long nrows, int ndim,
+                     const int *dims)
 {
   int rc = 0;
-  if (!name || !*name || nrows < 0 || ncols < 0)
-    rc = cnnb_error(CNNB_EINVAL, "%s: bad dataset '%s' (%ld x %d)", of->path, name ? name : "",
-                    nrows, ncols);
-  else if (find(of, name))
+  if (!name || !*name || nrows < 0 || ndim < 0 || ndim > CNNB_OUT_MAX_NDIM || (ndim > 0 && !dims) ||
+      (type != CNNB_OUT_F32 && type != CNNB_OUT_U8 && type != CNNB_OUT_I64))
+    rc = cnnb_error(CNNB_EINVAL, "%s: bad dataset '%s' (%ld rows, %d more dimensions)", of->path,
+                    name ? name : "", nrows, ndim);
+  for (int i = 0; rc == 0 && i < ndim; i++)
+    if (dims[i] < 1)
+      rc = cnnb_error(CNNB_EINVAL, "%s: dataset '%s' has an empty dimension", of->path, name);
+  if (rc == 0 && find(of, name))
     rc = cnnb_error(CNNB_EINVAL, "%s: dataset '%s' added twice", of->path, name);
   if (rc == 0 && of->nds == of->cap) {
     int cap = of->cap ? 2 * of->cap : 8;
@@ -143,57 +164,59 @@ static int add(cnnb_outfile *of, const char *name, long nrows, int ncols, int is
     free(nm);
     return rc;
   }
-  hsize_t dims[2] = {(hsize_t)nrows, (hsize_t)ncols};
-  hid_t sp = H5Screate_simple(ncols > 0 ? 2 : 1, dims, NULL);
+  out_dset g = {.name = nm, .d = -1, .type = type, .rank = 1 + ndim, .dims = {(hsize_t)nrows}};
+  for (int i = 0; i < ndim; i++) g.dims[i + 1] = (hsize_t)dims[i];
+  hid_t sp = H5Screate_simple(g.rank, g.dims, NULL);
   hid_t lcpl = H5Pcreate(H5P_LINK_CREATE);
   H5Pset_create_intermediate_group(lcpl, 1);
-  hid_t d = H5Dcreate2(of->file, name, is_f32 ? H5T_IEEE_F32LE : H5T_STD_I64LE, sp, lcpl,
-                       H5P_DEFAULT, H5P_DEFAULT);
+  g.d = H5Dcreate2(of->file, name, file_type(type), sp, lcpl, H5P_DEFAULT, H5P_DEFAULT);
   H5Pclose(lcpl);
   H5Sclose(sp);
-  if (d < 0) rc = cnnb_error(CNNB_EIO, "%s: cannot create dataset '%s'", of->tmp, name);
+  if (g.d < 0) rc = cnnb_error(CNNB_EIO, "%s: cannot create dataset '%s'", of->tmp, name);
   if ((rc = agree(of, rc, "dataset creation")) < 0) {
-    if (d >= 0) H5Dclose(d);
+    if (g.d >= 0) H5Dclose(g.d);
     free(nm);
     return rc;
   }
-  of->ds[of->nds++] = (out_dset){nm, d, is_f32, nrows, ncols};
+  of->ds[of->nds++] = g;
   return 0;
 }
 
+/* The 2-D wrappers: ncols 0 is a 1-D dataset, as before the general call existed. A negative
+ * ncols reaches cnnb_outfile_add as a bad dimension. */
 int cnnb_outfile_add_f32(cnnb_outfile *of, const char *name, long nrows, int ncols)
 {
-  return add(of, name, nrows, ncols, 1);
+  return cnnb_outfile_add(of, name, CNNB_OUT_F32, nrows, ncols != 0, &ncols);
 }
 
 int cnnb_outfile_add_i64(cnnb_outfile *of, const char *name, long nrows, int ncols)
 {
-  return add(of, name, nrows, ncols, 0);
+  return cnnb_outfile_add(of, name, CNNB_OUT_I64, nrows, ncols != 0, &ncols);
 }
 
+/* want < 0: any type (cnnb_outfile_write); else the typed wrappers' check. */
 static int write_rows(cnnb_outfile *of, const char *name, long row0, long nrows,
-                      const void *data, int is_f32)
+                      const void *data, int want)
 {
   int rc = 0;
   out_dset *ds = name ? find(of, name) : NULL;
   if (!ds)
     rc = cnnb_error(CNNB_EINVAL, "%s: no dataset '%s' was added", of->path, name ? name : "");
-  else if (ds->is_f32 != is_f32)
-    rc = cnnb_error(CNNB_EINVAL, "%s: dataset '%s' is %s", of->path, name,
-                    ds->is_f32 ? "float32" : "int64");
-  else if (row0 < 0 || nrows < 0 || row0 + nrows > ds->nrows || (nrows > 0 && !data))
+  else if (want >= 0 && ds->type != (cnnb_out_type)want)
+    rc = cnnb_error(CNNB_EINVAL, "%s: dataset '%s' is %s", of->path, name, type_name(ds->type));
+  else if (row0 < 0 || nrows < 0 || (hsize_t)(row0 + nrows) > ds->dims[0] || (nrows > 0 && !data))
     rc = cnnb_error(CNNB_EINVAL, "%s: rows %ld-%ld out of range 0-%ld in '%s'", of->path, row0,
-                    row0 + nrows - 1, ds->nrows - 1, name);
+                    row0 + nrows - 1, (long)ds->dims[0] - 1, name);
   if ((rc = agree(of, rc, "write")) < 0) return rc;
 
-  hsize_t cols = ds->ncols > 0 ? (hsize_t)ds->ncols : 1;
-  hsize_t start[2] = {(hsize_t)row0, 0}, cnt[2] = {(hsize_t)nrows, cols};
-  int r = ds->ncols > 0 ? 2 : 1;
+  hsize_t start[1 + CNNB_OUT_MAX_NDIM] = {(hsize_t)row0}, cnt[1 + CNNB_OUT_MAX_NDIM];
+  memcpy(cnt, ds->dims, sizeof cnt);
+  cnt[0] = (hsize_t)nrows;
   hid_t fsp = H5Dget_space(ds->d), msp;
   static const long long dummy = 0; /* H5Dwrite wants a buffer even for 0 rows */
   if (nrows > 0) {
     H5Sselect_hyperslab(fsp, H5S_SELECT_SET, start, NULL, cnt, NULL);
-    msp = H5Screate_simple(r, cnt, NULL);
+    msp = H5Screate_simple(ds->rank, cnt, NULL);
   } else {
     /* A rank with nothing to write still joins the collective write, with empty
      * selections. */
@@ -205,7 +228,7 @@ static int write_rows(cnnb_outfile *of, const char *name, long row0, long nrows,
   }
   hid_t dxpl = H5Pcreate(H5P_DATASET_XFER);
   H5Pset_dxpl_mpio(dxpl, H5FD_MPIO_COLLECTIVE);
-  herr_t e = H5Dwrite(ds->d, is_f32 ? H5T_NATIVE_FLOAT : H5T_NATIVE_LLONG, msp, fsp, dxpl, data);
+  herr_t e = H5Dwrite(ds->d, mem_type(ds->type), msp, fsp, dxpl, data);
   H5Pclose(dxpl);
   H5Sclose(msp);
   H5Sclose(fsp);
@@ -215,20 +238,26 @@ static int write_rows(cnnb_outfile *of, const char *name, long row0, long nrows,
   return agree(of, rc, "write");
 }
 
+int cnnb_outfile_write(cnnb_outfile *of, const char *name, long row0, long nrows, const void *data)
+{
+  return write_rows(of, name, row0, nrows, data, -1);
+}
+
 int cnnb_outfile_write_f32(cnnb_outfile *of, const char *name, long row0, long nrows,
                            const float *data)
 {
-  return write_rows(of, name, row0, nrows, data, 1);
+  return write_rows(of, name, row0, nrows, data, CNNB_OUT_F32);
 }
 
 int cnnb_outfile_write_i64(cnnb_outfile *of, const char *name, long row0, long nrows,
                            const long long *data)
 {
-  return write_rows(of, name, row0, nrows, data, 0);
+  return write_rows(of, name, row0, nrows, data, CNNB_OUT_I64);
 }
 
+/* One scalar attribute: the string s, else the float64 *f, else the int64 v. */
 static int attr(cnnb_outfile *of, const char *obj, const char *name, const char *s,
-                long long v)
+                long long v, const double *f)
 {
   int rc = 0;
   hid_t loc = of->file;
@@ -240,19 +269,35 @@ static int attr(cnnb_outfile *of, const char *obj, const char *name, const char 
   }
   if (!name || !*name) rc = cnnb_error(CNNB_EINVAL, "%s: attribute without a name", of->path);
   if ((rc = agree(of, rc, "attribute")) < 0) return rc;
-  int e = s ? cnnb_h5_attr_str(loc, name, s) : cnnb_h5_attr_int(loc, name, v, H5T_STD_I64LE);
+  int e;
+  if (s) {
+    e = cnnb_h5_attr_str(loc, name, s);
+  } else if (f) {
+    hid_t sp = H5Screate(H5S_SCALAR);
+    hid_t a = H5Acreate2(loc, name, H5T_IEEE_F64LE, sp, H5P_DEFAULT, H5P_DEFAULT);
+    e = a < 0 || H5Awrite(a, H5T_NATIVE_DOUBLE, f) < 0 ? -1 : 0;
+    if (a >= 0) H5Aclose(a);
+    H5Sclose(sp);
+  } else {
+    e = cnnb_h5_attr_int(loc, name, v, H5T_STD_I64LE);
+  }
   if (e < 0) rc = cnnb_error(CNNB_EIO, "%s: cannot write attribute '%s' of '%s'", of->tmp, name, on);
   return agree(of, rc, "attribute");
 }
 
 int cnnb_outfile_attr_str(cnnb_outfile *of, const char *obj, const char *name, const char *value)
 {
-  return attr(of, obj, name, value ? value : "", 0);
+  return attr(of, obj, name, value ? value : "", 0, NULL);
 }
 
 int cnnb_outfile_attr_i64(cnnb_outfile *of, const char *obj, const char *name, long long value)
 {
-  return attr(of, obj, name, NULL, value);
+  return attr(of, obj, name, NULL, value, NULL);
+}
+
+int cnnb_outfile_attr_f64(cnnb_outfile *of, const char *obj, const char *name, double value)
+{
+  return attr(of, obj, name, NULL, 0, &value);
 }
 
 int cnnb_outfile_commit(cnnb_outfile *of)
