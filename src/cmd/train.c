@@ -269,14 +269,14 @@ int cnnb_cmd_train(int argc, char **argv)
   sigaction(SIGTERM, &sa, NULL);
   sigaction(SIGUSR1, &sa, NULL);
 
-  /* An updating line only on a real terminal: under mpirun every rank's stdout is a pty even
-   * when the job's output goes to a log file, so launched runs print plain lines. */
   cnnb_augment aug = {t.crop_pad >= 0 ? (int)t.crop_pad : net->hp.crop_pad, t.flip || net->hp.flip};
   aug_scratch = malloc(sizeof(float) * (size_t)net->in.h * net->in.w);
   if (!aug_scratch) {
     rc = cnnb_error(CNNB_ENOMEM, "out of memory");
     goto done;
   }
+  /* An updating line only on a real terminal: under mpirun every rank's stdout is a pty even
+   * when the job's output goes to a log file, so launched runs print plain lines. */
   const int tty = isatty(1) && !t.quiet && !getenv("OMPI_COMM_WORLD_SIZE") && !getenv("SLURM_JOB_ID");
   const cnnb_layer *last = cnnb_net_output_layer(net);
   const int K = cnnb_job_num_outputs(net);
@@ -390,7 +390,7 @@ int cnnb_cmd_train(int argc, char **argv)
       meta.epoch_step = 0;
     }
     if (tty && d.rank == 0) printf("\n");
-    if (val && (!stopped || meta.epoch_step == 0) && meta.epoch_step == 0) {
+    if (val && meta.epoch_step == 0) { /* only after a whole epoch */
       double vl, va;
       rc = cnnb_job_evaluate(&d, net, val, 0, &vl, &va);
       if (!rc && d.rank == 0) printf("epoch %ld validation: loss %.4f accuracy: %.4f\n", epoch + 1, vl, va);
