@@ -11,12 +11,14 @@ static const struct {
   const char *help;
 } cmds[] = {
   {"info", cnnb_cmd_info, "print a model's layers, shapes, parameters and multiply-adds"},
-  {"import", cnnb_cmd_import, "convert IDX files (Fashion-MNIST, MNIST) into an HDF5 dataset"},
+  {"import", cnnb_cmd_import_any, "IDX files (Fashion-MNIST, MNIST) or a directory of photos into HDF5"},
   {"train", cnnb_cmd_train, "train a model data-parallel over MPI ranks"},
   {"eval", cnnb_cmd_eval, "loss and accuracy of a checkpoint on a dataset"},
   {"predict", cnnb_cmd_predict, "write a model's outputs for every image into HDF5"},
   {"filter", cnnb_cmd_filter, "apply an edge filter or kernel file to every image (depthwise convolution)"},
   {"style", cnnb_cmd_style, "neural style transfer of every content image towards a style image"},
+  {"detect", cnnb_cmd_detect, "YOLO boxes (Darknet cfg and weights) for every image of an image set"},
+  {"convert", cnnb_cmd_convert, "Darknet .weights <-> checkpoints; seeded .weights (--init)"},
 };
 
 static void usage(FILE *f)

@@ -14,13 +14,19 @@
 #include "core/im2col.h"
 #include "layers/batchnorm_impl.h"
 
+/* The scatter/gather loops below copy runs of out_h*out_w floats (1 in ResNet's last stage):
+ * loops, not memcpy calls (see im2col.c). */
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC optimize("no-tree-loop-distribute-patterns")
+#endif
+
 /* The batched convolution's scratch, in floats: a chunk of samples is convolved at once, with
  * their column matrices side by side (K x chunk*out_hw) and the GEMM's F x chunk*out_hw result
  * next to it, so that each weight matrix is packed once per chunk rather than once per sample
  * and the GEMM's N is large enough for OpenBLAS to run near its peak. The chunk is as many
  * samples as fit this budget (at least one). */
 #ifndef CNNB_CONV_WS_FLOATS
-#define CNNB_CONV_WS_FLOATS ((size_t)4 << 20) /* 16 MiB */
+#define CNNB_CONV_WS_FLOATS ((size_t)256 << 10) /* 1 MiB */
 #endif
 
 typedef struct conv_priv {
@@ -156,8 +162,11 @@ static void conv_forward(cnnb_layer *l, cnnb_net *net)
       /* fg x (nb*ohw) -> NCHW */
       for (int i = 0; i < nb; i++) {
         float *out = l->output + ((size_t)(b0 + i) * F + (size_t)g * fg) * ohw;
-        for (int f = 0; f < fg; f++)
-          memcpy(out + (size_t)f * ohw, res + (size_t)f * ld + (size_t)i * ohw, sizeof(float) * (size_t)ohw);
+        for (int f = 0; f < fg; f++) {
+          float *o = out + (size_t)f * ohw;
+          const float *r = res + (size_t)f * ld + (size_t)i * ohw;
+          for (int j = 0; j < ohw; j++) o[j] = r[j];
+        }
       }
     }
   }
@@ -232,8 +241,11 @@ static void conv_backward(cnnb_layer *l, cnnb_net *net)
       /* NCHW -> fg x (nb*ohw) */
       for (int i = 0; i < nb; i++) {
         const float *d = delta + ((size_t)(b0 + i) * F + (size_t)g * fg) * ohw;
-        for (int f = 0; f < fg; f++)
-          memcpy(dm + (size_t)f * ld + (size_t)i * ohw, d + (size_t)f * ohw, sizeof(float) * (size_t)ohw);
+        for (int f = 0; f < fg; f++) {
+          float *o = dm + (size_t)f * ld + (size_t)i * ohw;
+          const float *r = d + (size_t)f * ohw;
+          for (int j = 0; j < ohw; j++) o[j] = r[j];
+        }
       }
       if (gw) { /* dW += delta(fg x nb*ohw) * col^T: the batch folded into the inner dimension */
         for (int i = 0; i < nb; i++)
