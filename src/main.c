@@ -19,6 +19,7 @@ static const struct {
   {"style", cnnb_cmd_style, "neural style transfer of every content image towards a style image"},
   {"detect", cnnb_cmd_detect, "YOLO boxes (Darknet cfg and weights) for every image of an image set"},
   {"convert", cnnb_cmd_convert, "Darknet .weights <-> checkpoints; seeded .weights (--init)"},
+  {"map", cnnb_cmd_map, "mean average precision of detections against an image set's truth boxes"},
 };
 
 static void usage(FILE *f)

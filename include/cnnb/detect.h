@@ -17,6 +17,11 @@
 extern "C" {
 #endif
 
+/* Truths for the [yolo] loss: net->truth_f holds, per sample, CNNB_YOLO_MAX_TRUTH rows of
+ * x, y, w, h (centre and size relative to the network input, 0..1) and the class; a row with
+ * w <= 0 ends the sample's list. */
+#define CNNB_YOLO_MAX_TRUTH 32
+
 typedef struct cnnb_box {
   float x, y, w, h; /* centre and size */
 } cnnb_box;
@@ -58,7 +63,8 @@ int cnnb_detect_num_classes(const cnnb_net *net);
 void cnnb_detect_unletterbox(cnnb_det *d, size_t n, int imw, int imh, int netw, int neth);
 
 /* All of the above for sample b of the last forward: decode every head (in layer order),
- * undo the letterbox, non-max suppression (nms <= 0: none), then scale to the image's pixels.
+ * undo the letterbox, non-max suppression (nms <= 0: none), then scale to the image's pixels;
+ * the candidates come out ordered by class, then falling score.
  * Returns the count kept, or CNNB_ESHAPE when cap (cnnb_detect_capacity) is too small. */
 int cnnb_detect(const cnnb_net *net, int b, int imw, int imh, float thresh, float nms, cnnb_det *d, size_t cap);
 
@@ -70,6 +76,18 @@ int cnnb_detect(const cnnb_net *net, int b, int imw, int imh, float thresh, floa
 size_t cnnb_letterbox_scratch(int h, int nh, int nw, int nc);
 void cnnb_letterbox(const unsigned char *hwc, int h, int w, int c, float *out, int nh, int nw, int nc,
                     float *scratch);
+
+/* Mean average precision the standard way: per class, detections of all images by falling
+ * score, each a true positive when its best-IoU truth of that class in its image has IoU >=
+ * iou_thresh and was not matched before (else a false positive); AP is the area under the
+ * all-point interpolated precision-recall curve (precision made monotone from the right).
+ * Detections of image i are rows doff[i]..doff[i+1] (class dcls, score dscore, box dbox x 4),
+ * truths rows toff[i]..toff[i+1] of truth (x, y, w, h, class; any consistent box units).
+ * ap[k] for k < nclasses (NAN for a class without truths); *map: their mean over the classes
+ * with truths (NAN when none). Allocates its working arrays; returns 0 or CNNB_ENOMEM/EINVAL. */
+int cnnb_detect_map(long nimg, const long long *doff, const long long *dcls, const float *dscore, const float *dbox,
+                    const long long *toff, const float *truth, int nclasses, float iou_thresh, double *ap,
+                    double *map);
 
 /* Darknet .weights files: int32 major, minor, revision; images seen as uint64 when
  * major*10+minor >= 2, else as uint32; then per layer in cfg order, float32 little-endian:

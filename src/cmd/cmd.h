@@ -21,4 +21,5 @@ int cnnb_cmd_style(int argc, char **argv);
 int cnnb_cmd_import_any(int argc, char **argv); /* import idx | import images (src/cmd/detect.c) */
 int cnnb_cmd_detect(int argc, char **argv);
 int cnnb_cmd_convert(int argc, char **argv);
+int cnnb_cmd_map(int argc, char **argv);
 #endif

@@ -113,7 +113,11 @@ int cnnb_detect(const cnnb_net *net, int b, int imw, int imh, float thresh, floa
     n += got;
   }
   cnnb_detect_unletterbox(d, n, imw, imh, net->in.w, net->in.h);
-  int k = nms > 0 ? cnnb_nms(d, (int)n, nms) : (int)n;
+  int k = (int)n;
+  if (nms > 0)
+    k = cnnb_nms(d, k, nms);
+  else /* the same order as with suppression: class, then falling score */
+    qsort(d, n, sizeof *d, by_class_score);
   for (int i = 0; i < k; i++) {
     d[i].box.x *= imw, d[i].box.w *= imw;
     d[i].box.y *= imh, d[i].box.h *= imh;

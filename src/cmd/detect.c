@@ -1,0 +1,435 @@
+/* cnn-batch detect and cnn-batch import images (docs/CLI.md, docs/FORMATS.md "Image sets" and
+ * "Detections").
+ *
+ * detect: rank 0 plans which chunks of images (--batch images each, aligned on multiples of
+ * the batch) every rank takes; each rank letterboxes, runs the network, decodes and
+ * suppresses; then the ranks exchange their row counts, compute where each one's rows go,
+ * and all write their rows into one file. The chunk grid does not depend on the rank count,
+ * and each chunk is one forward of the same images, so 1 and 4 ranks give identical bytes.
+ * Resuming: every finished chunk is saved under OUT.work/ (with a key of the model, weights,
+ * data and thresholds); a rerun of the same command loads those chunks instead of computing
+ * them; the directory is removed once OUT is complete. */
+#include <errno.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "cmd/args.h"
+#include "cmd/cmd.h"
+#include "cmd/job.h"
+#include "cnnb/ckpt.h"
+#include "cnnb/data.h"
+#include "cnnb/detect.h"
+#include "cnnb/error.h"
+#include "cnnb/imageset.h"
+
+int cnnb_cmd_import_images(int argc, char **argv)
+{
+  static const char *usage =
+    "usage: cnn-batch import images --dir DIR -o IMGS.h5 [--compress 0-9]\n"
+    "Decodes every JPEG and PNG of DIR (sorted by name) and stores them at their original size:\n"
+    "/pixels, /offsets, /shapes, /paths (docs/FORMATS.md \"Image sets\"). A file that cannot be\n"
+    "decoded is reported by index and path, skipped and counted.";
+  const char *dir = NULL, *out = NULL, *level = "1";
+  cnnb_opt opts[] = {{"dir", "DIR", "directory of .jpg/.jpeg/.png files", &dir, NULL},
+                     {"output", "FILE", "HDF5 file to write (-o)", &out, NULL},
+                     {"compress", "0-9", "gzip level of the pixels (default 1)", &level, NULL},
+                     {NULL, NULL, NULL, NULL, NULL}};
+  const char *pos[1];
+  int npos, prc = cnnb_args_parse(argc, argv, usage, opts, pos, 1, &npos);
+  if (prc) return prc > 0 ? CNNB_EXIT_OK : CNNB_EXIT_USAGE;
+  long lev;
+  if (npos != 1 || strcmp(pos[0], "images") || !dir || !out) {
+    fprintf(stderr, "cnn-batch import images: needs --dir and -o\n%s\n", usage);
+    return CNNB_EXIT_USAGE;
+  }
+  if (cnnb_arg_long("import", "compress", level, 0, 9, &lev)) return CNNB_EXIT_USAGE;
+  cnnb_dist d;
+  cnnb_dist_init(&d, MPI_COMM_WORLD);
+  long n = 0, skipped = 0;
+  int rc = d.rank == 0 ? cnnb_imageset_import_dir(dir, out, (int)lev, &n, &skipped) : 0;
+  rc = cnnb_dist_agree(&d, rc);
+  if (rc) {
+    cnnb_job_fail(&d, "import");
+    return CNNB_EXIT_FAIL;
+  }
+  if (d.rank == 0) printf("wrote %s: %ld images, %ld skipped\n", out, n, skipped);
+  return CNNB_EXIT_OK;
+}
+
+/* `import` with 'images' as its first word comes here, anything else goes to the IDX importer. */
+int cnnb_cmd_import_any(int argc, char **argv)
+{
+  return argc > 1 && !strcmp(argv[1], "images") ? cnnb_cmd_import_images(argc, argv) : cnnb_cmd_import(argc, argv);
+}
+
+/* One detection row as kept in memory and in chunk files. */
+typedef struct det_row {
+  int32_t cls;
+  float score, x, y, w, h;
+} det_row;
+
+typedef struct rows_buf {
+  det_row *r;
+  size_t n, cap;
+} rows_buf;
+
+static int rows_push(rows_buf *b, const det_row *r, size_t n)
+{
+  if (b->n + n > b->cap) {
+    size_t cap = b->cap ? b->cap : 1024;
+    while (cap < b->n + n) cap *= 2;
+    det_row *nr = realloc(b->r, cap * sizeof *nr);
+    if (!nr) return cnnb_error(CNNB_ENOMEM, "detect: out of memory for %zu boxes", cap);
+    b->r = nr, b->cap = cap;
+  }
+  memcpy(b->r + b->n, r, n * sizeof *r);
+  b->n += n;
+  return 0;
+}
+
+static uint64_t fnv(uint64_t h, const void *p, size_t n)
+{
+  const unsigned char *c = p;
+  for (size_t i = 0; i < n; i++) h = (h ^ c[i]) * 0x100000001b3ULL;
+  return h;
+}
+
+static uint64_t fnv_str(uint64_t h, const char *s) { return fnv(h, s, strlen(s) + 1); }
+
+static uint64_t fnv_file(uint64_t h, const char *path)
+{
+  struct stat st;
+  long long v[2] = {0, 0};
+  if (!stat(path, &st)) v[0] = (long long)st.st_size, v[1] = (long long)st.st_mtime;
+  return fnv(fnv_str(h, path), v, sizeof v);
+}
+
+/* Chunk k's file: "cnnb-detect-chunk 1 KEY\n", int64 images, int64 count per image, rows. */
+static void chunk_path(char *buf, size_t n, const char *work, long k) { snprintf(buf, n, "%s/chunk-%09ld", work, k); }
+
+static int chunk_load(const char *path, uint64_t key, long nimg, long long *counts, rows_buf *rows)
+{
+  FILE *f = fopen(path, "rb");
+  if (!f) return 1;
+  char line[64], want[64];
+  snprintf(want, sizeof want, "cnnb-detect-chunk 1 %016llx\n", (unsigned long long)key);
+  int64_t m = -1;
+  int ok = fgets(line, sizeof line, f) && !strcmp(line, want) && fread(&m, 8, 1, f) == 1 && m == nimg;
+  int64_t c[4096];
+  long long total = 0;
+  if (ok && nimg <= 4096) ok = fread(c, 8, (size_t)nimg, f) == (size_t)nimg;
+  else ok = 0;
+  for (long i = 0; ok && i < nimg; i++) ok = c[i] >= 0, total += c[i];
+  size_t r0 = rows->n;
+  if (ok) {
+    det_row tmp[256];
+    long long left = total;
+    while (ok && left > 0) {
+      size_t k = left > 256 ? 256 : (size_t)left;
+      ok = fread(tmp, sizeof *tmp, k, f) == k && !rows_push(rows, tmp, k);
+      left -= (long long)k;
+    }
+    ok = ok && fgetc(f) == EOF;
+  }
+  fclose(f);
+  if (!ok) { /* stale or damaged: computed again */
+    rows->n = r0;
+    return 1;
+  }
+  for (long i = 0; i < nimg; i++) counts[i] = c[i];
+  return 0;
+}
+
+static void chunk_save(const char *path, uint64_t key, long nimg, const long long *counts, const det_row *r,
+                       size_t nr)
+{
+  char tmp[4300];
+  snprintf(tmp, sizeof tmp, "%s.tmp", path);
+  FILE *f = fopen(tmp, "wb");
+  if (!f) return; /* resuming is a convenience: failing to record a chunk is not an error */
+  int64_t m = nimg;
+  int ok = fprintf(f, "cnnb-detect-chunk 1 %016llx\n", (unsigned long long)key) > 0 && fwrite(&m, 8, 1, f) == 1;
+  for (long i = 0; i < nimg && ok; i++) {
+    int64_t c = counts[i];
+    ok = fwrite(&c, 8, 1, f) == 1;
+  }
+  if (ok && nr) ok = fwrite(r, sizeof *r, nr, f) == nr;
+  if (fclose(f) || !ok || rename(tmp, path)) remove(tmp);
+}
+
+static int load_weights(cnnb_net *net, const char *path)
+{
+  unsigned char m[8] = {0};
+  FILE *f = fopen(path, "rb");
+  if (!f) return cnnb_error(CNNB_EIO, "%s: %s", path, strerror(errno));
+  size_t k = fread(m, 1, 8, f);
+  fclose(f);
+  if (k == 8 && !memcmp(m, "\x89HDF\r\n\x1a\n", 8)) return cnnb_ckpt_load(path, net, NULL, NULL);
+  return cnnb_darknet_weights_load(net, path, NULL);
+}
+
+/* Comma-separated class names: from --names (one per line, Darknet's .names files) or 0..K-1. */
+static char *class_names(const char *path, int k)
+{
+  size_t cap = 16 * (size_t)k + 64, n = 0;
+  char *s = malloc(cap), line[512];
+  if (!s) return NULL;
+  s[0] = 0;
+  FILE *f = path ? fopen(path, "r") : NULL;
+  if (path && !f) {
+    free(s);
+    cnnb_error(CNNB_EIO, "%s: %s", path, strerror(errno));
+    return NULL;
+  }
+  for (int i = 0; i < k; i++) {
+    const char *name = line;
+    if (f && fgets(line, sizeof line, f)) {
+      line[strcspn(line, "\r\n")] = 0;
+      for (char *c = line; *c; c++)
+        if (*c == ',') *c = ';'; /* the attribute is comma-separated */
+    } else {
+      snprintf(line, sizeof line, "%d", i);
+    }
+    size_t len = strlen(name);
+    if (n + len + 2 > cap) {
+      cap = 2 * (n + len + 2);
+      char *ns = realloc(s, cap);
+      if (!ns) {
+        free(s);
+        if (f) fclose(f);
+        return NULL;
+      }
+      s = ns;
+    }
+    n += (size_t)sprintf(s + n, "%s%s", i ? "," : "", name);
+  }
+  if (f) fclose(f);
+  return s;
+}
+
+int cnnb_cmd_detect(int argc, char **argv)
+{
+  static const char *usage =
+    "usage: cnn-batch detect MODEL.cfg --weights W --data IMGS.h5 [--thresh 0.25] [--nms 0.45] -o DETS.h5\n"
+    "Runs a [yolo]/[region] network on every image of an image set (import images) with\n"
+    "Darknet's letterbox and decoding; writes one row per box and class: /image, /class, /score,\n"
+    "/box (x, y, w, h: centre and size in the original image's pixels), and /offsets (N+1: rows\n"
+    "of image i are offsets[i]..offsets[i+1]). W: Darknet .weights or a cnn-batch checkpoint.\n"
+    "A rerun after an interruption resumes from the chunks saved in DETS.h5.work/.";
+  const char *weights = NULL, *data = NULL, *out = NULL, *thresh_s = "0.25", *nms_s = "0.45", *batch_s = "8",
+             *names = NULL;
+  cnnb_opt opts[] = {{"weights", "W", "Darknet .weights or cnn-batch checkpoint", &weights, NULL},
+                     {"data", "FILE", "image set written by import images", &data, NULL},
+                     {"output", "FILE", "detections HDF5 file (-o)", &out, NULL},
+                     {"thresh", "T", "keep objectness x class probability > T (default 0.25)", &thresh_s, NULL},
+                     {"nms", "T", "suppress same-class boxes with IoU > T (default 0.45; 0: none)", &nms_s, NULL},
+                     {"batch", "B", "images per forward and per resumable chunk (default 8)", &batch_s, NULL},
+                     {"names", "FILE", "class names, one per line (Darknet .names)", &names, NULL},
+                     {NULL, NULL, NULL, NULL, NULL}};
+  const char *pos[1];
+  int npos, prc = cnnb_args_parse(argc, argv, usage, opts, pos, 1, &npos);
+  if (prc) return prc > 0 ? CNNB_EXIT_OK : CNNB_EXIT_USAGE;
+  if (npos != 1 || !weights || !data || !out) {
+    fprintf(stderr, "cnn-batch detect: needs MODEL.cfg, --weights, --data and -o\n%s\n", usage);
+    return CNNB_EXIT_USAGE;
+  }
+  double thresh, nms;
+  long B;
+  if (cnnb_arg_float("detect", "thresh", thresh_s, 0, 1, &thresh) ||
+      cnnb_arg_float("detect", "nms", nms_s, 0, 1, &nms) || cnnb_arg_long("detect", "batch", batch_s, 1, 4096, &B))
+    return CNNB_EXIT_USAGE;
+
+  cnnb_dist d;
+  cnnb_dist_init(&d, MPI_COMM_WORLD);
+  cnnb_net *net = NULL;
+  cnnb_imageset *set = NULL;
+  cnnb_outfile *of = NULL;
+  float *x = NULL, *scratch = NULL;
+  unsigned char *px = NULL;
+  cnnb_det *dets = NULL;
+  long long *counts = NULL, *buf = NULL;
+  long *plan = NULL;
+  rows_buf rows = {NULL, 0, 0};
+  char *cls_names = NULL, work[4096], path[4200];
+  snprintf(work, sizeof work, "%s.work", out);
+
+  cnnb_net_opts no = cnnb_net_opts_default();
+  no.max_batch = (int)B;
+  no.quiet = d.rank != 0;
+  int rc = cnnb_net_load(&net, pos[0], &no);
+  if (!rc && !cnnb_detect_has_heads(net))
+    rc = cnnb_error(CNNB_ECFG, "%s: no [yolo] or [region] layer: not a detection model", pos[0]);
+  if (!rc) rc = load_weights(net, weights);
+  if (!rc) rc = cnnb_imageset_open(&set, data);
+  if (!rc && !(cls_names = class_names(names, cnnb_detect_num_classes(net))))
+    rc = names ? CNNB_EIO : cnnb_error(CNNB_ENOMEM, "out of memory");
+  rc = cnnb_dist_agree(&d, rc);
+  if (rc) goto done;
+
+  const long N = cnnb_imageset_count(set), nchunks = (N + B - 1) / B;
+  const int C = net->in.c, H = net->in.h, W = net->in.w;
+  /* Rank 0 plans contiguous runs of chunks per rank and broadcasts them. */
+  plan = malloc(sizeof *plan * 2 * (size_t)d.size);
+  counts = calloc((size_t)(N > 0 ? N : 1), sizeof *counts);
+  int lrc = !plan || !counts ? cnnb_error(CNNB_ENOMEM, "out of memory") : 0;
+  rc = cnnb_dist_agree(&d, lrc);
+  if (rc) goto done;
+  if (d.rank == 0)
+    for (int r = 0; r < d.size; r++) {
+      long q = nchunks / d.size, m = nchunks % d.size;
+      plan[2 * r] = r * q + (r < m ? r : m);
+      plan[2 * r + 1] = plan[2 * r] + q + (r < m);
+    }
+  MPI_Bcast(plan, 2 * d.size, MPI_LONG, 0, d.comm);
+  const long k0 = plan[2 * d.rank], k1 = plan[2 * d.rank + 1];
+  const long lo = k0 * B < N ? k0 * B : N, hi = k1 * B < N ? k1 * B : N; /* my images */
+
+  uint64_t key = fnv_str(0xcbf29ce484222325ULL, net->cfg.text);
+  key = fnv_file(fnv_file(key, weights), data);
+  char ks[128];
+  snprintf(ks, sizeof ks, "%.9g %.9g %ld %ld", thresh, nms, B, N);
+  key = fnv_str(key, ks);
+  if (d.rank == 0 && mkdir(work, 0777) && errno != EEXIST)
+    lrc = cnnb_error(CNNB_EIO, "%s: cannot create: %s", work, strerror(errno));
+  rc = cnnb_dist_agree(&d, lrc);
+  if (rc) goto done;
+
+  int maxh = 1;
+  size_t maxpix = 1;
+  for (long i = lo; i < hi; i++) {
+    int h, w;
+    cnnb_imageset_size(set, i, &h, &w);
+    if (h > maxh) maxh = h;
+    if ((size_t)h * w > maxpix) maxpix = (size_t)h * w;
+  }
+  const size_t cap = cnnb_detect_capacity(net), insz = (size_t)C * H * W;
+  x = malloc(sizeof *x * insz * (size_t)B);
+  scratch = malloc(sizeof *scratch * cnnb_letterbox_scratch(maxh, H, W, C));
+  px = malloc(maxpix * 3);
+  dets = malloc(sizeof *dets * (cap ? cap : 1));
+  if (!x || !scratch || !px || !dets) lrc = cnnb_error(CNNB_ENOMEM, "detect: out of memory");
+  long computed = 0, resumed = 0;
+  for (long k = k0; k < k1 && !lrc; k++) {
+    const long a = k * B, m = (a + B < N ? a + B : N) - a;
+    chunk_path(path, sizeof path, work, k);
+    if (!chunk_load(path, key, m, counts + a, &rows)) {
+      resumed += m;
+      continue;
+    }
+    size_t r0 = rows.n;
+    int ih[4096], iw[4096];
+    for (long i = 0; i < m && !lrc; i++) {
+      cnnb_imageset_size(set, a + i, &ih[i], &iw[i]);
+      lrc = cnnb_imageset_read(set, a + i, px);
+      if (!lrc) cnnb_letterbox(px, ih[i], iw[i], 3, x + (size_t)i * insz, H, W, C, scratch);
+    }
+    if (lrc) break;
+    cnnb_net_forward(net, x, (int)m);
+    for (long i = 0; i < m && !lrc; i++) {
+      int nd = cnnb_detect(net, (int)i, iw[i], ih[i], (float)thresh, (float)nms, dets, cap);
+      if (nd < 0) {
+        lrc = cnnb_error_prefix(nd, "image %ld (%s): ", a + i, cnnb_imageset_path(set, a + i));
+        break;
+      }
+      counts[a + i] = nd;
+      for (int j = 0; j < nd && !lrc; j++) {
+        det_row r = {dets[j].cls, dets[j].score, dets[j].box.x, dets[j].box.y, dets[j].box.w, dets[j].box.h};
+        lrc = rows_push(&rows, &r, 1);
+      }
+    }
+    if (!lrc) chunk_save(path, key, m, counts + a, rows.r + r0, rows.n - r0);
+    computed += m;
+  }
+  rc = cnnb_dist_agree(&d, lrc);
+  if (rc) goto done;
+
+  /* Where every rank's rows go: exclusive prefix sum of the row counts. */
+  long long mine = (long long)rows.n, before = 0, total = 0, nres[2] = {resumed, computed}, sums[2];
+  MPI_Exscan(&mine, &before, 1, MPI_LONG_LONG, MPI_SUM, d.comm);
+  if (d.rank == 0) before = 0;
+  MPI_Allreduce(&mine, &total, 1, MPI_LONG_LONG, MPI_SUM, d.comm);
+  MPI_Reduce(nres, sums, 2, MPI_LONG_LONG, MPI_SUM, 0, d.comm);
+  const size_t nr = rows.n, nimg = (size_t)(hi - lo);
+  buf = malloc(sizeof *buf * (2 * nr + 3 * nimg + 2)); /* image, class; offsets (+1); sizes */
+  float *fb = malloc(sizeof *fb * (5 * nr + 1));
+  lrc = !buf || !fb ? cnnb_error(CNNB_ENOMEM, "out of memory") : 0;
+  rc = cnnb_dist_agree(&d, lrc);
+  if (rc) {
+    free(fb);
+    goto done;
+  }
+  long long *img = buf, *cls = buf + nr, *offs = buf + 2 * nr, *sizes = offs + nimg + 1;
+  float *score = fb, *box = fb + nr;
+  long long at = before;
+  size_t r = 0;
+  for (long i = lo; i < hi; i++) {
+    offs[i - lo] = at;
+    int h, w;
+    cnnb_imageset_size(set, i, &h, &w);
+    sizes[2 * (i - lo)] = h, sizes[2 * (i - lo) + 1] = w;
+    for (long long j = 0; j < counts[i]; j++, r++) {
+      img[r] = i, cls[r] = rows.r[r].cls, score[r] = rows.r[r].score;
+      box[4 * r] = rows.r[r].x, box[4 * r + 1] = rows.r[r].y, box[4 * r + 2] = rows.r[r].w, box[4 * r + 3] = rows.r[r].h;
+    }
+    at += counts[i];
+  }
+  /* also writes offsets[N] = total; with no box at all the row datasets stay empty (a write
+   * of zero rows into an empty dataset is refused by the output writer) */
+  const int last = d.rank == d.size - 1;
+  offs[nimg] = total;
+  rc = cnnb_outfile_create(&of, out, d.comm);
+  if (!rc) rc = cnnb_outfile_add_i64(of, "image", total, 0);
+  if (!rc) rc = cnnb_outfile_add_i64(of, "class", total, 0);
+  if (!rc) rc = cnnb_outfile_add_f32(of, "score", total, 0);
+  if (!rc) rc = cnnb_outfile_add_f32(of, "box", total, 4);
+  if (!rc) rc = cnnb_outfile_add_i64(of, "offsets", N + 1, 0);
+  if (!rc) rc = cnnb_outfile_add_i64(of, "image_size", N, 2);
+  if (!rc && total) rc = cnnb_outfile_write_i64(of, "image", nr ? before : 0, (long)nr, img);
+  if (!rc && total) rc = cnnb_outfile_write_i64(of, "class", nr ? before : 0, (long)nr, cls);
+  if (!rc && total) rc = cnnb_outfile_write_f32(of, "score", nr ? before : 0, (long)nr, score);
+  if (!rc && total) rc = cnnb_outfile_write_f32(of, "box", nr ? before : 0, (long)nr, box);
+  if (!rc) rc = cnnb_outfile_write_i64(of, "offsets", lo, (long)nimg + last, offs);
+  if (!rc) rc = cnnb_outfile_write_i64(of, "image_size", lo, (long)nimg, sizes);
+  free(fb);
+  if (!rc) rc = cnnb_outfile_attr_str(of, "/", "class_names", cls_names);
+  if (!rc) rc = cnnb_outfile_attr_str(of, "/", "model_cfg", net->cfg.text);
+  if (!rc) rc = cnnb_outfile_attr_str(of, "/", "weights", weights);
+  if (!rc) rc = cnnb_outfile_attr_str(of, "/", "source", data);
+  if (!rc) rc = cnnb_outfile_attr_str(of, "/", "thresh", thresh_s);
+  if (!rc) rc = cnnb_outfile_attr_str(of, "/", "nms", nms_s);
+  if (!rc) rc = cnnb_outfile_attr_str(of, "/", "box_format", "x,y,w,h: centre and size in original pixels");
+  if (!rc) {
+    rc = cnnb_outfile_commit(of);
+    of = NULL;
+  }
+  if (!rc) {
+    /* complete: the saved chunks are no longer needed */
+    for (long k = k0; k < k1; k++) {
+      chunk_path(path, sizeof path, work, k);
+      remove(path);
+    }
+    MPI_Barrier(d.comm);
+    if (d.rank == 0) rmdir(work);
+  }
+  if (!rc && d.rank == 0)
+    printf("wrote %s: %lld boxes in %ld images (%lld computed, %lld resumed)\n", out, total, N, sums[1], sums[0]);
+done:
+  if (rc) cnnb_job_fail(&d, "detect");
+  cnnb_outfile_abort(of);
+  free(rows.r);
+  free(x);
+  free(scratch);
+  free(px);
+  free(dets);
+  free(counts);
+  free(buf);
+  free(plan);
+  free(cls_names);
+  cnnb_imageset_close(set);
+  cnnb_net_free(net);
+  return rc ? CNNB_EXIT_FAIL : CNNB_EXIT_OK;
+}
