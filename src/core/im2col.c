@@ -8,6 +8,8 @@
  * memmove); GCC is told not to turn the loops back into such calls. */
 #include "core/im2col.h"
 
+#include <string.h>
+
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC optimize("no-tree-loop-distribute-patterns")
 #endif
@@ -34,6 +36,20 @@ static inline void add_run_strided(float *restrict d, const float *restrict s, i
   for (int i = 0; i < n; i++) d[(size_t)i * stride] += s[i];
 }
 
+/* A row of n floats as 4-float blocks, the last one overlapping the one before when 4 does not
+ * divide n: no scalar tail and no vector prologue for these short rows (10 and 28 in LeNet-5).
+ * The fixed-size memcpy compiles to one unaligned vector load and store. */
+static inline void copy_row(float *restrict d, const float *restrict s, int n)
+{
+  if (n < 4) {
+    copy_run(d, s, n);
+    return;
+  }
+  int i = 0;
+  for (; i + 4 <= n; i += 4) memcpy(d + i, s + i, 4 * sizeof(float));
+  if (i < n) memcpy(d + n - 4, s + n - 4, 4 * sizeof(float));
+}
+
 /* The output columns ox with 0 <= ox*stride - pad + kx < w: [*lo, *hi) (possibly empty). */
 static inline void valid_range(int ow, int w, int kx, int stride, int pad, int *lo, int *hi)
 {
@@ -57,9 +73,41 @@ static inline void valid_range(int ow, int w, int kx, int stride, int pad, int *
  * table, wider ones compute it per row. */
 #define RNG_MAX 16
 
+/* Padded stride-1 path: each channel is first copied into a zero-bordered (h+2pad) x (w+2pad)
+ * image on the stack, so that every row of the column matrix is one plain copy of ow floats
+ * (no zero runs, no ranges). Used when the padded image fits PAD_MAX floats (16 KiB): LeNet-5's
+ * 28x28 input with pad 2 and ResNet-18-32's 8x8 and smaller stages; without padding the
+ * image itself serves, whatever its size. */
+#define PAD_MAX 4096
+
+static void im2col_padded_s1(const float *im, int c, int h, int w, int k, int pad, float *col, size_t ldcol)
+{
+  const int oh = h + 2 * pad - k + 1, ow = w + 2 * pad - k + 1, pw = w + 2 * pad, ph = h + 2 * pad;
+  float pb[PAD_MAX];
+  if (pad) zero_run(pb, ph * pw); /* the border stays zero: only the interior is rewritten */
+  for (int ch = 0; ch < c; ch++) {
+    const float *src = im + (size_t)ch * h * w, *img = src; /* no padding: the image itself */
+    if (pad) {
+      for (int y = 0; y < h; y++) copy_run(pb + (size_t)(y + pad) * pw + pad, src + (size_t)y * w, w);
+      img = pb;
+    }
+    for (int ky = 0; ky < k; ky++)
+      for (int kx = 0; kx < k; kx++) {
+        float *dst = col + ((size_t)(ch * k + ky) * k + kx) * ldcol;
+        const float *s = img + (size_t)ky * pw + kx;
+        for (int oy = 0; oy < oh; oy++) copy_row(dst + (size_t)oy * ow, s + (size_t)oy * pw, ow);
+      }
+  }
+}
+
 void cnnb_im2col_ld(const float *im, int c, int h, int w, int k, int stride, int pad, float *col,
                     size_t ldcol)
 {
+  if (stride == 1 && k > 1 && k <= h + 2 * pad && k <= w + 2 * pad &&
+      (pad == 0 || (size_t)(h + 2 * pad) * (size_t)(w + 2 * pad) <= PAD_MAX)) {
+    im2col_padded_s1(im, c, h, w, k, pad, col, ldcol);
+    return;
+  }
   const int oh = cnnb_conv_out_size(h, k, pad, stride), ow = cnnb_conv_out_size(w, k, pad, stride);
   int rng[2 * RNG_MAX];
   for (int kx = 0; kx < k && kx < RNG_MAX; kx++) valid_range(ow, w, kx, stride, pad, &rng[2 * kx], &rng[2 * kx + 1]);

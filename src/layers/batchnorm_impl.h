@@ -37,11 +37,17 @@ int cnnb_bn_setup(cnnb_bn *bn, cnnb_layer *l, int c, int spatial, cnnb_net *net)
 void cnnb_bn_init(cnnb_bn *bn, cnnb_layer *l);
 /* Normalises x (batch samples of c*spatial) in place, then scales and shifts. */
 void cnnb_bn_forward(cnnb_bn *bn, cnnb_layer *l, float *x, int batch, int train);
+/* The same, then the activation act applied to the result in the same pass (y = act(bn(x))). */
+void cnnb_bn_forward_act(cnnb_bn *bn, cnnb_layer *l, float *x, int batch, int train, cnnb_act act);
 /* From dy = dL/dy computes dL/dx: written into dx (which may alias dy) when accumulate is 0,
  * added into dx when 1; dx may be NULL (parameter gradients only). Adds dL/dscales and
  * dL/dbiases into their grads when those exist. */
 void cnnb_bn_backward(cnnb_bn *bn, cnnb_layer *l, const float *dy, float *dx, int batch, int train,
                       int accumulate);
+/* The backward of y = relu(bn(x)) (cnnb_bn_forward_act with CNNB_ACT_RELU): ReLU's derivative
+ * from y applied to delta, then cnnb_bn_backward(bn, l, delta, delta, batch, train, 0), row by
+ * row in one sweep. */
+void cnnb_bn_backward_relu(cnnb_bn *bn, cnnb_layer *l, const float *y, float *delta, int batch, int train);
 void cnnb_bn_free(cnnb_bn *bn);
 
 #endif

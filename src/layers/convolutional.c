@@ -170,8 +170,9 @@ static void conv_forward(cnnb_layer *l, cnnb_net *net)
       }
     }
   }
-  if (p->bn_on) {
-    cnnb_bn_forward(&p->bn, l, l->output, net->batch, net->train);
+  if (p->bn_on) { /* normalise, scale, shift and activate in one pass */
+    cnnb_bn_forward_act(&p->bn, l, l->output, net->batch, net->train, l->act);
+    return;
   } else {
     const float *bias = l->param[p->p_biases].data;
     for (int b = 0; b < net->batch; b++)
@@ -192,10 +193,15 @@ static void conv_backward(cnnb_layer *l, cnnb_net *net)
   float *gw = l->param[p->p_weights].grad;
   float *delta = l->delta;
 
-  cnnb_act_backward(l->act, l->output, delta, (size_t)net->batch * F * ohw);
-  if (p->bn_on) {
+  if (p->bn_on && l->act == CNNB_ACT_RELU) { /* the activation's derivative inside BN's sweep */
+    cnnb_bn_backward_relu(&p->bn, l, l->output, delta, net->batch, net->train);
+  } else if (p->bn_on) {
+    cnnb_act_backward(l->act, l->output, delta, (size_t)net->batch * F * ohw);
     cnnb_bn_backward(&p->bn, l, delta, delta, net->batch, net->train, 0);
-  } else if (l->param[p->p_biases].grad) {
+  } else {
+    cnnb_act_backward(l->act, l->output, delta, (size_t)net->batch * F * ohw);
+  }
+  if (!p->bn_on && l->param[p->p_biases].grad) {
     float *gb = l->param[p->p_biases].grad;
     for (int b = 0; b < net->batch; b++)
       for (int f = 0; f < F; f++) {
