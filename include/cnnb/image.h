@@ -1,4 +1,4 @@
-/* Image files for the filter and style commands: PNG writing (libpng), JPEG reading and writing
+/* Image files: PNG reading and writing (libpng), JPEG reading and writing
  * (libjpeg) and bilinear resampling. Pixels are uint8, rows top to bottom, channels last
  * (H x W x C, the layout of dataset files). Errors name the file. */
 #ifndef CNNB_IMAGE_H
@@ -20,6 +20,13 @@ int cnnb_jpeg_write(const char *path, const unsigned char *hwc, int h, int w, in
  * align_corners=False, without antialiasing), rounded to the nearest integer. */
 void cnnb_image_resize_bilinear(const unsigned char *src, int sh, int sw, int c, unsigned char *dst, int dh,
                                 int dw);
+
+/* Reads an 8-bit PNG (any colour type; 16-bit is reduced, alpha dropped, palette expanded) into
+ * a malloc'ed H x W x 3 RGB buffer. */
+int cnnb_png_read_rgb(const char *path, unsigned char **hwc, int *h, int *w);
+/* Reads a JPEG or PNG, told apart by their first bytes, as H x W x 3 RGB (greyscale repeated
+ * over the three channels), the way Darknet's loader sees it. Errors name the file. */
+int cnnb_image_load_rgb(const char *path, unsigned char **hwc, int *h, int *w);
 
 #ifdef __cplusplus
 }

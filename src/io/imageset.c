@@ -9,7 +9,7 @@
 #include <strings.h>
 
 #include "cnnb/error.h"
-#include "cnnb/image_load.h"
+#include "cnnb/image.h"
 #include "cnnb/imageset.h"
 #include "io/h5util.h"
 
