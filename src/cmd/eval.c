@@ -26,10 +26,8 @@ static int parse(int argc, char **argv, const char *usage, int want_out, infer_a
     {"output", "FILE", "output HDF5 file (-o)", &a->out, NULL},
     {"batch", "B", "images per forward on each rank (default 128)", &batch, NULL},
     {"limit", "N", "only the first N images", &limit, NULL},
-    {"images-name", "NAME", "images dataset (default images)", &a->da.images_name, NULL},
+    CNNB_DATA_OPTS(a->da),
     {"labels-name", "NAME", "labels dataset (default labels)", &a->da.labels_name, NULL},
-    {"mean", "M[,M..]", "input mean per channel, on the [0,1] scale", &a->da.mean, NULL},
-    {"std", "S[,S..]", "input standard deviation per channel", &a->da.std, NULL},
     {NULL, NULL, NULL, NULL, NULL}};
   if (!want_out) opts[2].help = "(not used)";
   const char *pos[1];

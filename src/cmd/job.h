@@ -12,6 +12,13 @@ typedef struct cnnb_data_args {
   const char *mean, *std;                /* --mean, --std: comma-separated per channel */
 } cnnb_data_args;
 
+/* The option-table rows (cmd/args.h) for the image dataset and input standardisation that
+ * every data command takes; da is a cnnb_data_args. */
+#define CNNB_DATA_OPTS(da)                                                                         \
+  {"images-name", "NAME", "images dataset (default images)", &(da).images_name, NULL},            \
+  {"mean", "M[,M..]", "input mean per channel, on the [0,1] scale", &(da).mean, NULL},           \
+  {"std", "S[,S..]", "input standard deviation per channel", &(da).std, NULL}
+
 /* Opens path for net: the model's input must be the images' H x W x C; with need_labels, every
  * label must be a class the model outputs. Standardisation: --mean/--std, else [net] mean/std,
  * else the file's attributes. Errors name the file, dataset and model. */

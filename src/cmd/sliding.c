@@ -41,9 +41,7 @@ int cnnb_cmd_predict_grid(int argc, char **argv)
     {"width", "W", "input width (same defaults)", &ws, NULL},
     {"batch", "B", "images per forward on each rank (default 16)", &batch_s, NULL},
     {"limit", "N", "only the first N images", &limit_s, NULL},
-    {"images-name", "NAME", "images dataset (default images)", &da.images_name, NULL},
-    {"mean", "M[,M..]", "input mean per channel, on the [0,1] scale", &da.mean, NULL},
-    {"std", "S[,S..]", "input standard deviation per channel", &da.std, NULL},
+    CNNB_DATA_OPTS(da),
     {NULL, NULL, NULL, NULL, NULL}};
   const char *pos[1];
   int npos;

@@ -135,9 +135,7 @@ int cnnb_cmd_style(int argc, char **argv)
     {"noise", "X", "G starts as C + uniform noise of this amplitude on the [0,1] pixel scale (default 0.1)", &ss.noise, NULL},
     {"seed", "S", "seeds the noise (per image: seed, row)", &ss.seed, NULL},
     {"limit", "N", "only the first N images", &limit_s, NULL},
-    {"images-name", "NAME", "images dataset (default images)", &da.images_name, NULL},
-    {"mean", "M[,M..]", "input mean per channel, on the [0,1] scale", &da.mean, NULL},
-    {"std", "S[,S..]", "input standard deviation per channel", &da.std, NULL},
+    CNNB_DATA_OPTS(da),
     {NULL, NULL, NULL, NULL, NULL}};
   const char *pos[1];
   int npos;
