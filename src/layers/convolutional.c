@@ -33,6 +33,8 @@ typedef struct conv_priv {
   int filters, size, stride, pad, groups, bn_on;
   int direct;  /* 1x1, stride 1, no padding: the input already is the column matrix */
   int chunk;   /* samples per GEMM (1: one GEMM per sample straight into the output) */
+  int window;  /* one output pixel whose kernel window covers the whole input (a 3x3 pad-1 conv
+                * on a 1x1 input, 3x3/2 pad 1 on 2x2): see conv_forward_window */
   int p_weights, p_biases;
   cnnb_bn bn;
 } conv_priv;
@@ -82,6 +84,7 @@ static int conv_setup(cnnb_layer *l, cnnb_cfg_section *s, cnnb_net *net)
   p->groups = groups;
   p->bn_on = bn_on;
   p->direct = size == 1 && stride == 1 && padding == 0;
+  p->window = l->out.h == 1 && l->out.w == 1 && size >= h + padding && size >= w + padding && !p->direct;
 
   int wd[4] = {filters, c / groups, size, size};
   if ((rc = p->p_weights = cnnb_layer_param(l, "weights", 1, 4, wd)) < 0) goto fail;
@@ -102,7 +105,9 @@ static int conv_setup(cnnb_layer *l, cnnb_cfg_section *s, cnnb_net *net)
   if (chunk > (size_t)net->max_batch) chunk = (size_t)net->max_batch;
   if (chunk < 1) chunk = 1;
   p->chunk = (int)chunk;
-  if (chunk == 1)
+  if (p->window) /* the weights' window (fg x cg*h*w), packed; nothing else */
+    l->workspace = (size_t)(filters / groups) * (size_t)(c / groups) * h * w;
+  else if (chunk == 1)
     l->workspace = p->direct ? 0 : kk * ohw;
   else
     l->workspace = chunk * per;
@@ -132,13 +137,79 @@ static inline const float *in_at(const cnnb_layer *l, int b, int g, int cg)
   return l->input + ((size_t)b * l->in.c + (size_t)g * cg) * l->in.h * l->in.w;
 }
 
+/* The window path. When the layer has one output pixel and its kernel window covers the whole
+ * input (ResNet-18-32's last stage: 3x3 pad 1 on 1x1 inputs, 3x3/2 pad 1 on 2x2), the column
+ * matrix of a sample is its input image itself, restricted to the kernel taps that land inside
+ * the image: K shrinks from cg*k*k to cg*h*w (9x for a 1x1 input), and no im2col or col2im is
+ * needed. The batch's inputs form a B x (C*h*w) row-major matrix and outputs/deltas a B x F one,
+ * so each GEMM runs over the whole batch with the weights' window packed as an fg x cg*h*w
+ * matrix in the workspace. */
+static void window_pack(const conv_priv *p, const cnnb_layer *l, const float *wg, float *wp)
+{
+  const int cg = l->in.c / p->groups, fg = p->filters / p->groups, k = p->size, h = l->in.h, w = l->in.w;
+  for (int f = 0; f < fg; f++)
+    for (int c = 0; c < cg; c++) {
+      const float *src = wg + ((size_t)f * cg + c) * k * k + (size_t)p->pad * k + p->pad;
+      float *dst = wp + ((size_t)f * cg + c) * h * w;
+      for (int y = 0; y < h; y++)
+        for (int x = 0; x < w; x++) dst[y * w + x] = src[(size_t)y * k + x];
+    }
+}
+
+static void window_unpack_add(const conv_priv *p, const cnnb_layer *l, const float *wp, float *gg)
+{
+  const int cg = l->in.c / p->groups, fg = p->filters / p->groups, k = p->size, h = l->in.h, w = l->in.w;
+  for (int f = 0; f < fg; f++)
+    for (int c = 0; c < cg; c++) {
+      float *dst = gg + ((size_t)f * cg + c) * k * k + (size_t)p->pad * k + p->pad;
+      const float *src = wp + ((size_t)f * cg + c) * h * w;
+      for (int y = 0; y < h; y++)
+        for (int x = 0; x < w; x++) dst[(size_t)y * k + x] += src[y * w + x];
+    }
+}
+
+static void conv_forward_window(cnnb_layer *l, cnnb_net *net)
+{
+  conv_priv *p = l->priv;
+  const int C = l->in.c, F = p->filters, G = p->groups, cg = C / G, fg = F / G;
+  const int hw = l->in.h * l->in.w, kw = cg * hw, kk = cg * p->size * p->size;
+  const float *weights = l->param[p->p_weights].data;
+  for (int g = 0; g < G; g++) {
+    window_pack(p, l, weights + (size_t)g * fg * kk, net->workspace);
+    /* out (B x fg, ld F) = in (B x kw, ld C*hw) * Wwin^T */
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, net->batch, fg, kw, 1.f, l->input + (size_t)g * kw,
+                C * hw, net->workspace, kw, 0.f, l->output + (size_t)g * fg, F);
+  }
+}
+
+static void conv_backward_window(cnnb_layer *l, cnnb_net *net, float *gw)
+{
+  conv_priv *p = l->priv;
+  const int C = l->in.c, F = p->filters, G = p->groups, cg = C / G, fg = F / G;
+  const int hw = l->in.h * l->in.w, kw = cg * hw, kk = cg * p->size * p->size;
+  const float *weights = l->param[p->p_weights].data;
+  for (int g = 0; g < G; g++) {
+    if (gw) { /* dWwin (fg x kw) = delta^T (fg x B) * in (B x kw), added into the window of dW */
+      cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, fg, kw, net->batch, 1.f, l->delta + (size_t)g * fg, F,
+                  l->input + (size_t)g * kw, C * hw, 0.f, net->workspace, kw);
+      window_unpack_add(p, l, net->workspace, gw + (size_t)g * fg * kk);
+    }
+    if (l->input_delta) { /* dIn (B x kw) += delta (B x fg) * Wwin (fg x kw) */
+      window_pack(p, l, weights + (size_t)g * fg * kk, net->workspace);
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, net->batch, kw, fg, 1.f, l->delta + (size_t)g * fg, F,
+                  net->workspace, kw, 1.f, l->input_delta + (size_t)g * kw, C * hw);
+    }
+  }
+}
+
 static void conv_forward(cnnb_layer *l, cnnb_net *net)
 {
   conv_priv *p = l->priv;
   const int C = l->in.c, H = l->in.h, W = l->in.w, F = p->filters, G = p->groups;
   const int cg = C / G, fg = F / G, ohw = l->out.h * l->out.w, kk = cg * p->size * p->size;
   const float *weights = l->param[p->p_weights].data;
-  for (int b0 = 0; b0 < net->batch; b0 += p->chunk) {
+  if (p->window) conv_forward_window(l, net);
+  for (int b0 = p->window ? net->batch : 0; b0 < net->batch; b0 += p->chunk) {
     const int nb = net->batch - b0 < p->chunk ? net->batch - b0 : p->chunk;
     const size_t ld = (size_t)nb * ohw;
     for (int g = 0; g < G; g++) {
@@ -212,6 +283,10 @@ static void conv_backward(cnnb_layer *l, cnnb_net *net)
       }
   }
   if (!gw && !l->input_delta) return;
+  if (p->window) {
+    conv_backward_window(l, net, gw);
+    return;
+  }
 
   for (int b0 = 0; b0 < net->batch; b0 += p->chunk) {
     const int nb = net->batch - b0 < p->chunk ? net->batch - b0 : p->chunk;
