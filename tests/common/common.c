@@ -1,4 +1,5 @@
 /* Shared test helpers (cnnb_test.h). */
+#include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -6,16 +7,28 @@
 
 #include "cnnb_test.h"
 
+static char tmp_dir[256];
+
+static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+  (void)st, (void)flag, (void)ftw;
+  return remove(path);
+}
+
+/* Test processes leave nothing behind in /tmp. */
+static void remove_tmpdir(void) { nftw(tmp_dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS); }
+
 const char *cnnb_test_tmpdir(void)
 {
-  static char dir[256];
+  char *dir = tmp_dir;
   if (!dir[0]) {
     const char *base = getenv("TMPDIR");
-    snprintf(dir, sizeof dir, "%s/cnnb-test-XXXXXX", base && *base ? base : "/tmp");
+    snprintf(dir, sizeof tmp_dir, "%s/cnnb-test-XXXXXX", base && *base ? base : "/tmp");
     if (!mkdtemp(dir)) {
       perror("mkdtemp");
       abort();
     }
+    atexit(remove_tmpdir);
   }
   return dir;
 }
