@@ -36,6 +36,8 @@ typedef struct conv_priv {
   int window;  /* one output pixel whose kernel window covers the whole input (a 3x3 pad-1 conv
                 * on a 1x1 input, 3x3/2 pad 1 on 2x2): see conv_forward_window */
   int p_weights, p_biases;
+  float *wwin; /* window path: the weights' windows, packed by forward (G x fg x cg*h*w) and
+                * reused by backward (the weights do not change in between) */
   cnnb_bn bn;
 } conv_priv;
 
@@ -105,8 +107,16 @@ static int conv_setup(cnnb_layer *l, cnnb_cfg_section *s, cnnb_net *net)
   if (chunk > (size_t)net->max_batch) chunk = (size_t)net->max_batch;
   if (chunk < 1) chunk = 1;
   p->chunk = (int)chunk;
-  if (p->window) /* the weights' window (fg x cg*h*w), packed; nothing else */
+  if (p->window) { /* the weights' window (fg x cg*h*w) for dW; the packed weights in p->wwin */
     l->workspace = (size_t)(filters / groups) * (size_t)(c / groups) * h * w;
+    p->wwin = malloc(sizeof(float) * (size_t)filters * (size_t)(c / groups) * h * w);
+    if (!p->wwin) {
+      l->priv = NULL;
+      if (bn_on) cnnb_bn_free(&p->bn);
+      rc = cnnb_error(CNNB_ENOMEM, "out of memory");
+      goto fail;
+    }
+  }
   else if (chunk == 1)
     l->workspace = p->direct ? 0 : kk * ohw;
   else
@@ -147,6 +157,11 @@ static inline const float *in_at(const cnnb_layer *l, int b, int g, int cg)
 static void window_pack(const conv_priv *p, const cnnb_layer *l, const float *wg, float *wp)
 {
   const int cg = l->in.c / p->groups, fg = p->filters / p->groups, k = p->size, h = l->in.h, w = l->in.w;
+  if (h == 1 && w == 1) { /* one tap per (filter, channel) */
+    const size_t kk = (size_t)k * k, off = (size_t)p->pad * k + p->pad, n = (size_t)fg * cg;
+    for (size_t i = 0; i < n; i++) wp[i] = wg[i * kk + off];
+    return;
+  }
   for (int f = 0; f < fg; f++)
     for (int c = 0; c < cg; c++) {
       const float *src = wg + ((size_t)f * cg + c) * k * k + (size_t)p->pad * k + p->pad;
@@ -159,6 +174,11 @@ static void window_pack(const conv_priv *p, const cnnb_layer *l, const float *wg
 static void window_unpack_add(const conv_priv *p, const cnnb_layer *l, const float *wp, float *gg)
 {
   const int cg = l->in.c / p->groups, fg = p->filters / p->groups, k = p->size, h = l->in.h, w = l->in.w;
+  if (h == 1 && w == 1) {
+    const size_t kk = (size_t)k * k, off = (size_t)p->pad * k + p->pad, n = (size_t)fg * cg;
+    for (size_t i = 0; i < n; i++) gg[i * kk + off] += wp[i];
+    return;
+  }
   for (int f = 0; f < fg; f++)
     for (int c = 0; c < cg; c++) {
       float *dst = gg + ((size_t)f * cg + c) * k * k + (size_t)p->pad * k + p->pad;
@@ -175,10 +195,11 @@ static void conv_forward_window(cnnb_layer *l, cnnb_net *net)
   const int hw = l->in.h * l->in.w, kw = cg * hw, kk = cg * p->size * p->size;
   const float *weights = l->param[p->p_weights].data;
   for (int g = 0; g < G; g++) {
-    window_pack(p, l, weights + (size_t)g * fg * kk, net->workspace);
+    float *wp = p->wwin + (size_t)g * fg * kw;
+    window_pack(p, l, weights + (size_t)g * fg * kk, wp);
     /* out (B x fg, ld F) = in (B x kw, ld C*hw) * Wwin^T */
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, net->batch, fg, kw, 1.f, l->input + (size_t)g * kw,
-                C * hw, net->workspace, kw, 0.f, l->output + (size_t)g * fg, F);
+                C * hw, wp, kw, 0.f, l->output + (size_t)g * fg, F);
   }
 }
 
@@ -187,17 +208,15 @@ static void conv_backward_window(cnnb_layer *l, cnnb_net *net, float *gw)
   conv_priv *p = l->priv;
   const int C = l->in.c, F = p->filters, G = p->groups, cg = C / G, fg = F / G;
   const int hw = l->in.h * l->in.w, kw = cg * hw, kk = cg * p->size * p->size;
-  const float *weights = l->param[p->p_weights].data;
   for (int g = 0; g < G; g++) {
     if (gw) { /* dWwin (fg x kw) = delta^T (fg x B) * in (B x kw), added into the window of dW */
       cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, fg, kw, net->batch, 1.f, l->delta + (size_t)g * fg, F,
                   l->input + (size_t)g * kw, C * hw, 0.f, net->workspace, kw);
       window_unpack_add(p, l, net->workspace, gw + (size_t)g * fg * kk);
     }
-    if (l->input_delta) { /* dIn (B x kw) += delta (B x fg) * Wwin (fg x kw) */
-      window_pack(p, l, weights + (size_t)g * fg * kk, net->workspace);
+    if (l->input_delta) { /* dIn (B x kw) += delta (B x fg) * Wwin (fg x kw), packed by forward */
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, net->batch, kw, fg, 1.f, l->delta + (size_t)g * fg, F,
-                  net->workspace, kw, 1.f, l->input_delta + (size_t)g * kw, C * hw);
+                  p->wwin + (size_t)g * fg * kw, kw, 1.f, l->input_delta + (size_t)g * kw, C * hw);
     }
   }
 }
@@ -350,6 +369,7 @@ static void conv_free(cnnb_layer *l)
   conv_priv *p = l->priv;
   if (!p) return;
   if (p->bn_on) cnnb_bn_free(&p->bn);
+  free(p->wwin);
   free(p);
   l->priv = NULL;
 }
