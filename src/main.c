@@ -11,7 +11,7 @@ static const struct {
   const char *help;
 } cmds[] = {
   {"info", cnnb_cmd_info, "print a model's layers, shapes, parameters and multiply-adds"},
-  {"import", cnnb_cmd_import_any, "IDX files (Fashion-MNIST, MNIST) or a directory of photos into HDF5"},
+  {"import", cnnb_cmd_import, "IDX files (Fashion-MNIST, MNIST) or a directory of photos into HDF5"},
   {"train", cnnb_cmd_train, "train a model data-parallel over MPI ranks"},
   {"eval", cnnb_cmd_eval, "loss and accuracy of a checkpoint on a dataset"},
   {"predict", cnnb_cmd_predict, "write a model's outputs for every image into HDF5"},

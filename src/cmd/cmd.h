@@ -12,13 +12,12 @@ enum {
 };
 
 int cnnb_cmd_info(int argc, char **argv);
-int cnnb_cmd_import(int argc, char **argv);
+int cnnb_cmd_import(int argc, char **argv); /* import idx | import images */
 int cnnb_cmd_train(int argc, char **argv);
 int cnnb_cmd_eval(int argc, char **argv);
 int cnnb_cmd_predict(int argc, char **argv);
 int cnnb_cmd_filter(int argc, char **argv);
 int cnnb_cmd_style(int argc, char **argv);
-int cnnb_cmd_import_any(int argc, char **argv); /* import idx | import images (src/cmd/detect.c) */
 int cnnb_cmd_detect(int argc, char **argv);
 int cnnb_cmd_convert(int argc, char **argv);
 int cnnb_cmd_map(int argc, char **argv);

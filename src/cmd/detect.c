@@ -1,5 +1,4 @@
-/* cnn-batch detect and cnn-batch import images (docs/CLI.md, docs/FORMATS.md "Image sets" and
- * "Detections").
+/* cnn-batch detect (docs/CLI.md, docs/FORMATS.md "Detections").
  *
  * detect: rank 0 plans which chunks of images (--batch images each, aligned on multiples of
  * the batch) every rank takes; each rank letterboxes, runs the network, decodes and
@@ -25,46 +24,6 @@
 #include "cnnb/detect.h"
 #include "cnnb/error.h"
 #include "cnnb/imageset.h"
-
-int cnnb_cmd_import_images(int argc, char **argv)
-{
-  static const char *usage =
-    "usage: cnn-batch import images --dir DIR -o IMGS.h5 [--compress 0-9]\n"
-    "Decodes every JPEG and PNG of DIR (sorted by name) and stores them at their original size:\n"
-    "/pixels, /offsets, /shapes, /paths (docs/FORMATS.md \"Image sets\"). A file that cannot be\n"
-    "decoded is reported by index and path, skipped and counted.";
-  const char *dir = NULL, *out = NULL, *level = "1";
-  cnnb_opt opts[] = {{"dir", "DIR", "directory of .jpg/.jpeg/.png files", &dir, NULL},
-                     {"output", "FILE", "HDF5 file to write (-o)", &out, NULL},
-                     {"compress", "0-9", "gzip level of the pixels (default 1)", &level, NULL},
-                     {NULL, NULL, NULL, NULL, NULL}};
-  const char *pos[1];
-  int npos, prc = cnnb_args_parse(argc, argv, usage, opts, pos, 1, &npos);
-  if (prc) return prc > 0 ? CNNB_EXIT_OK : CNNB_EXIT_USAGE;
-  long lev;
-  if (npos != 1 || strcmp(pos[0], "images") || !dir || !out) {
-    fprintf(stderr, "cnn-batch import images: needs --dir and -o\n%s\n", usage);
-    return CNNB_EXIT_USAGE;
-  }
-  if (cnnb_arg_long("import", "compress", level, 0, 9, &lev)) return CNNB_EXIT_USAGE;
-  cnnb_dist d;
-  cnnb_dist_init(&d, MPI_COMM_WORLD);
-  long n = 0, skipped = 0;
-  int rc = d.rank == 0 ? cnnb_imageset_import_dir(dir, out, (int)lev, &n, &skipped) : 0;
-  rc = cnnb_dist_agree(&d, rc);
-  if (rc) {
-    cnnb_job_fail(&d, "import");
-    return CNNB_EXIT_FAIL;
-  }
-  if (d.rank == 0) printf("wrote %s: %ld images, %ld skipped\n", out, n, skipped);
-  return CNNB_EXIT_OK;
-}
-
-/* `import` with 'images' as its first word comes here, anything else goes to the IDX importer. */
-int cnnb_cmd_import_any(int argc, char **argv)
-{
-  return argc > 1 && !strcmp(argv[1], "images") ? cnnb_cmd_import_images(argc, argv) : cnnb_cmd_import(argc, argv);
-}
 
 /* One detection row as kept in memory and in chunk files. */
 typedef struct det_row {

@@ -8,8 +8,7 @@
   X(convolutional) X(connected) X(batchnorm) X(softmax) X(maxpool) X(avgpool) X(shortcut)         \
   X(route) X(upsample) X(dropout) X(crop) X(l2norm) X(yolo) X(region)
 
-/* Weak while kinds are being written in parallel; made strong once all exist. */
-#define DECLARE(kind) extern const cnnb_layer_ops cnnb_layer_##kind##_ops __attribute__((weak));
+#define DECLARE(kind) extern const cnnb_layer_ops cnnb_layer_##kind##_ops;
 CNNB_LAYER_KINDS(DECLARE)
 #undef DECLARE
 
@@ -29,7 +28,7 @@ const cnnb_layer_ops *cnnb_layer_ops_find(const char *section)
   for (size_t i = 0; i < sizeof aliases / sizeof *aliases; i++)
     if (!strcmp(section, aliases[i].alias)) section = aliases[i].name;
   for (int i = 0; i < NKINDS; i++)
-    if (kinds[i] && kinds[i]->section && !strcmp(kinds[i]->section, section)) return kinds[i];
+    if (kinds[i]->section && !strcmp(kinds[i]->section, section)) return kinds[i];
   return NULL;
 }
 
@@ -38,7 +37,7 @@ const char *cnnb_layer_known_sections(void)
   static char buf[512];
   if (!buf[0]) {
     for (int i = 0; i < NKINDS; i++) {
-      if (!kinds[i] || !kinds[i]->section) continue;
+      if (!kinds[i]->section) continue;
       if (buf[0]) strncat(buf, ", ", sizeof buf - strlen(buf) - 1);
       strncat(buf, kinds[i]->section, sizeof buf - strlen(buf) - 1);
     }
