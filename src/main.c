@@ -20,6 +20,10 @@ static const struct {
   {"detect", cnnb_cmd_detect, "YOLO boxes (Darknet cfg and weights) for every image of an image set"},
   {"convert", cnnb_cmd_convert, "Darknet .weights <-> checkpoints; seeded .weights (--init)"},
   {"map", cnnb_cmd_map, "mean average precision of detections against an image set's truth boxes"},
+  {"embed", cnnb_cmd_embed, "an embedding (descriptor) for every crop of a dataset, all ranks writing one file"},
+  {"verify", cnnb_cmd_verify, "1:1 verification of embedding pairs: LFW 10-fold accuracy, VAL at FAR"},
+  {"identify", cnnb_cmd_identify, "1:K search of probe embeddings in a gallery (sgemm, top-K, open set)"},
+  {"faces", cnnb_cmd_faces, "faces, 68 landmarks and 128-d descriptors (face-api.js models) of every photo"},
 };
 
 static void usage(FILE *f)

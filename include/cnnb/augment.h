@@ -18,4 +18,8 @@ typedef struct cnnb_augment {
  * scratch needs s.h * s.w floats. */
 void cnnb_augment_batch(const cnnb_augment *a, float *x, int n, cnnb_shape s, uint64_t seed, uint64_t epoch,
                         uint64_t step, long pos0, float *scratch);
+/* The draw of the sample at global batch position pos: out(y, x) = in(y + dy, x' + dx), x' the
+ * column mirrored when flip. Detection training moves its truth boxes with it (boxdata.h). */
+void cnnb_augment_draw(const cnnb_augment *a, uint64_t seed, uint64_t epoch, uint64_t step, long pos, int *dx,
+                       int *dy, int *flip);
 #endif

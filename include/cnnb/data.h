@@ -79,8 +79,10 @@ int cnnb_dataset_read_u8(cnnb_dataset *ds, long row0, int n, unsigned char *nhwc
  * attribute complete=1 and renames it to PATH; abort removes PATH.tmp. Layout:
  * docs/FORMATS.md "Output files". */
 typedef struct cnnb_outfile cnnb_outfile;
-/* Element type of a dataset: float32, uint8, int64 (little-endian on disk). */
-typedef enum cnnb_out_type { CNNB_OUT_F32 = 0, CNNB_OUT_U8, CNNB_OUT_I64 } cnnb_out_type;
+/* Element type of a dataset: float32, uint8, int64 (little-endian on disk), or CNNB_OUT_STR:
+ * fixed-length NUL-padded UTF-8 strings, added with ndim 1 and dims[0] = bytes per string (a
+ * 1-D dataset of nrows strings), written from nrows x dims[0] chars. */
+typedef enum cnnb_out_type { CNNB_OUT_F32 = 0, CNNB_OUT_U8, CNNB_OUT_I64, CNNB_OUT_STR } cnnb_out_type;
 /* Most dimensions after the row dimension. */
 #define CNNB_OUT_MAX_NDIM 4
 int cnnb_outfile_create(cnnb_outfile **of, const char *path, MPI_Comm comm);

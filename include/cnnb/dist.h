@@ -25,6 +25,9 @@ int cnnb_dist_agree(const cnnb_dist *d, int rc);
 
 /* For net->stat_sum (synchronised batch norm): sums v over the ranks of ctx, a cnnb_dist. */
 void cnnb_dist_stat_sum(double *v, int n, void *ctx);
+/* For net->gather_rows (loss layers that mine the global batch): concatenates every rank's
+ * n x k floats in rank order over ctx, a cnnb_dist (src/dist/gather.c). */
+int cnnb_dist_gather_rows(const float *mine, int n, int k, float *all, int cap, int *first, void *ctx);
 
 typedef enum cnnb_allreduce_mode { CNNB_ALLREDUCE_OVERLAP = 0, CNNB_ALLREDUCE_BLOCKING = 1 } cnnb_allreduce_mode;
 

@@ -40,6 +40,14 @@ typedef struct cnnb_hparams {
   int max_batches;        /* steps of the whole run for poly/cosine; 0: the run's own length */
   int flip;               /* augmentation: random horizontal flips (Darknet's flip=1) */
   int crop_pad;           /* augmentation: random crop after zero padding by this many pixels */
+  /* The model's own input normalisation (cnnb keys input_mean=R,G,B input_scale=S): the input
+   * is (pixel - input_mean[c]) * input_scale with pixels on the 0..255 scale, as pretrained
+   * models imported from other frameworks expect (face-api.js: mean RGB, then / 255). */
+  int has_input_norm;
+  float input_mean[4], input_scale;
+  int pk_p, pk_k;         /* batches of pk_p identities x pk_k images (metric losses); 0: plain */
+  int pk_line;            /* cfg line of pk_p/pk_k, for messages */
+  int freeze;             /* layers 0..freeze-1 keep their trainable parameters (fine-tuning) */
 } cnnb_hparams;
 
 enum { CNNB_LR_CONSTANT = 0, CNNB_LR_STEPS, CNNB_LR_POLY, CNNB_LR_COSINE };
@@ -84,6 +92,12 @@ struct cnnb_net {
    * the global batch); NULL keeps batch-norm statistics per rank. */
   void (*stat_sum)(double *v, int n, void *ctx);
   void *stat_sum_ctx;
+  /* Concatenates every rank's n rows of k floats, in rank order, into all (room for cap rows)
+   * for loss layers that see the global batch (triplet mining, siamese pairs); returns the
+   * total rows and this rank's first row in *first, and gathers nothing when the total exceeds
+   * cap (every rank alike). NULL: one process, the batch is global. Collective. */
+  int (*gather_rows)(const float *mine, int n, int k, float *all, int cap, int *first, void *ctx);
+  void *gather_ctx;
 };
 
 cnnb_net_opts cnnb_net_opts_default(void);
@@ -104,6 +118,14 @@ void cnnb_net_backward(cnnb_net *net);
 void cnnb_net_zero_grads(cnnb_net *net);
 /* forward + loss + backward, gradients accumulated into net->grads; returns summed loss. */
 double cnnb_net_train_step(cnnb_net *net, const float *x, int n);
+
+/* 1 when the model file has input_mean/input_scale (then mean[0..in.c-1] and *scale are filled;
+ * either may be NULL), 0 when it has none (commands then use the dataset's mean/std). */
+int cnnb_net_input_norm(const cnnb_net *net, float *mean, float *scale);
+/* n planar CHW images (net->in) of float pixels on the 0..255 scale, e.g. resized and not
+ * rounded, to the network's input: (pixel - mean_c) * scale; out may equal pixels. Without
+ * input_mean/input_scale it copies unchanged. */
+void cnnb_net_normalize_input(const cnnb_net *net, const float *pixels, int n, float *out);
 
 const cnnb_layer *cnnb_net_output_layer(const cnnb_net *net);
 size_t cnnb_net_num_trainable(const cnnb_net *net);

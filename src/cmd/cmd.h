@@ -21,4 +21,8 @@ int cnnb_cmd_style(int argc, char **argv);
 int cnnb_cmd_detect(int argc, char **argv);
 int cnnb_cmd_convert(int argc, char **argv);
 int cnnb_cmd_map(int argc, char **argv);
+int cnnb_cmd_embed(int argc, char **argv);
+int cnnb_cmd_verify(int argc, char **argv);
+int cnnb_cmd_identify(int argc, char **argv);
+int cnnb_cmd_faces(int argc, char **argv);
 #endif

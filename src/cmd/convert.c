@@ -10,6 +10,7 @@
 #include "cnnb/detect.h"
 #include "cnnb/error.h"
 #include "cnnb/rng.h"
+#include "cnnb/tfjs.h"
 #include "layers/heads.h"
 
 static int is_hdf5(const char *path)
@@ -61,6 +62,30 @@ static void seeded_init(cnnb_net *net, unsigned long long seed, float gain)
   }
 }
 
+/* --from tfjs: one process converts, the others wait for the outcome. */
+static int cnnb_cmd_convert_from(const char *from, const char *model, const char *in, const char *out,
+                                 const char *usage)
+{
+  if (strcmp(from, "tfjs")) {
+    fprintf(stderr, "cnn-batch convert: --from %s: the only format is tfjs\n", from);
+    return CNNB_EXIT_USAGE;
+  }
+  if (!model || !in || !out) {
+    fprintf(stderr, "cnn-batch convert: --from tfjs needs MANIFEST.json, --model and -o\n%s\n", usage);
+    return CNNB_EXIT_USAGE;
+  }
+  cnnb_dist d;
+  cnnb_dist_init(&d, MPI_COMM_WORLD);
+  int rc = d.rank == 0 ? cnnb_tfjs_convert(in, model, out) : 0;
+  rc = cnnb_dist_agree(&d, rc);
+  if (rc) {
+    cnnb_job_fail(&d, "convert");
+    return CNNB_EXIT_FAIL;
+  }
+  if (d.rank == 0) printf("wrote %s (checkpoint of %s from TF.js %s)\n", out, model, in);
+  return CNNB_EXIT_OK;
+}
+
 int cnnb_cmd_convert(int argc, char **argv)
 {
   static const char *usage =
@@ -69,17 +94,22 @@ int cnnb_cmd_convert(int argc, char **argv)
     "IN a Darknet .weights file gives a cnn-batch checkpoint; IN a checkpoint (HDF5) gives a\n"
     "Darknet .weights file (version 0.2, 64-bit images seen). --init writes a seeded\n"
     "initialisation (batch-norm statistics randomised too; --gain scales the head's objectness\n"
-    "and class weights, default 1; its box-size weights are damped).";
-  const char *out = NULL, *seed_s = "1", *gain_s = "1";
+    "and class weights, default 1; its box-size weights are damped).\n"
+    "       cnn-batch convert --from tfjs MANIFEST.json --model MODEL.cfg -o OUT.h5\n"
+    "reads a TF.js weights manifest and its shards into a checkpoint of MODEL.cfg (docs/MODELS.md).";
+  const char *out = NULL, *seed_s = "1", *gain_s = "1", *from = NULL, *model = NULL;
   int init = 0;
   cnnb_opt opts[] = {{"output", "FILE", "file to write (-o)", &out, NULL},
                      {"init", NULL, "write a seeded initialisation of MODEL.cfg", NULL, &init},
                      {"seed", "S", "seed for --init (default 1)", &seed_s, NULL},
                      {"gain", "G", "scale of the head's objectness and class weights (default 1)", &gain_s, NULL},
+                     {"from", "FORMAT", "read another framework's weights: tfjs", &from, NULL},
+                     {"model", "MODEL.cfg", "the model the --from weights fill", &model, NULL},
                      {NULL, NULL, NULL, NULL, NULL}};
   const char *pos[2];
   int npos, prc = cnnb_args_parse(argc, argv, usage, opts, pos, 2, &npos);
   if (prc) return prc > 0 ? CNNB_EXIT_OK : CNNB_EXIT_USAGE;
+  if (from) return cnnb_cmd_convert_from(from, model, npos == 1 ? pos[0] : NULL, out, usage);
   if (!out || npos != (init ? 1 : 2)) {
     fprintf(stderr, "cnn-batch convert: needs MODEL.cfg%s and -o\n%s\n", init ? "" : ", IN", usage);
     return CNNB_EXIT_USAGE;

@@ -5,18 +5,17 @@
  * suppresses; then the ranks exchange their row counts, compute where each one's rows go,
  * and all write their rows into one file. The chunk grid does not depend on the rank count,
  * and each chunk is one forward of the same images, so 1 and 4 ranks give identical bytes.
- * Resuming: every finished chunk is saved under OUT.work/ (with a key of the model, weights,
- * data and thresholds); a rerun of the same command loads those chunks instead of computing
- * them; the directory is removed once OUT is complete. */
+ * Resuming: every finished chunk is saved under OUT.work/ (cmd/chunks.h, with a key of the
+ * model, weights, data and thresholds); a rerun of the same command loads those chunks instead
+ * of computing them; the directory is removed once OUT is complete. */
 #include <errno.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include "cmd/args.h"
+#include "cmd/chunks.h"
 #include "cmd/cmd.h"
 #include "cmd/job.h"
 #include "cnnb/ckpt.h"
@@ -30,95 +29,6 @@ typedef struct det_row {
   int32_t cls;
   float score, x, y, w, h;
 } det_row;
-
-typedef struct rows_buf {
-  det_row *r;
-  size_t n, cap;
-} rows_buf;
-
-static int rows_push(rows_buf *b, const det_row *r, size_t n)
-{
-  if (b->n + n > b->cap) {
-    size_t cap = b->cap ? b->cap : 1024;
-    while (cap < b->n + n) cap *= 2;
-    det_row *nr = realloc(b->r, cap * sizeof *nr);
-    if (!nr) return cnnb_error(CNNB_ENOMEM, "detect: out of memory for %zu boxes", cap);
-    b->r = nr, b->cap = cap;
-  }
-  memcpy(b->r + b->n, r, n * sizeof *r);
-  b->n += n;
-  return 0;
-}
-
-static uint64_t fnv(uint64_t h, const void *p, size_t n)
-{
-  const unsigned char *c = p;
-  for (size_t i = 0; i < n; i++) h = (h ^ c[i]) * 0x100000001b3ULL;
-  return h;
-}
-
-static uint64_t fnv_str(uint64_t h, const char *s) { return fnv(h, s, strlen(s) + 1); }
-
-static uint64_t fnv_file(uint64_t h, const char *path)
-{
-  struct stat st;
-  long long v[2] = {0, 0};
-  if (!stat(path, &st)) v[0] = (long long)st.st_size, v[1] = (long long)st.st_mtime;
-  return fnv(fnv_str(h, path), v, sizeof v);
-}
-
-/* Chunk k's file: "cnnb-detect-chunk 1 KEY\n", int64 images, int64 count per image, rows. */
-static void chunk_path(char *buf, size_t n, const char *work, long k) { snprintf(buf, n, "%s/chunk-%09ld", work, k); }
-
-static int chunk_load(const char *path, uint64_t key, long nimg, long long *counts, rows_buf *rows)
-{
-  FILE *f = fopen(path, "rb");
-  if (!f) return 1;
-  char line[64], want[64];
-  snprintf(want, sizeof want, "cnnb-detect-chunk 1 %016llx\n", (unsigned long long)key);
-  int64_t m = -1;
-  int ok = fgets(line, sizeof line, f) && !strcmp(line, want) && fread(&m, 8, 1, f) == 1 && m == nimg;
-  int64_t c[4096];
-  long long total = 0;
-  if (ok && nimg <= 4096) ok = fread(c, 8, (size_t)nimg, f) == (size_t)nimg;
-  else ok = 0;
-  for (long i = 0; ok && i < nimg; i++) ok = c[i] >= 0, total += c[i];
-  size_t r0 = rows->n;
-  if (ok) {
-    det_row tmp[256];
-    long long left = total;
-    while (ok && left > 0) {
-      size_t k = left > 256 ? 256 : (size_t)left;
-      ok = fread(tmp, sizeof *tmp, k, f) == k && !rows_push(rows, tmp, k);
-      left -= (long long)k;
-    }
-    ok = ok && fgetc(f) == EOF;
-  }
-  fclose(f);
-  if (!ok) { /* stale or damaged: computed again */
-    rows->n = r0;
-    return 1;
-  }
-  for (long i = 0; i < nimg; i++) counts[i] = c[i];
-  return 0;
-}
-
-static void chunk_save(const char *path, uint64_t key, long nimg, const long long *counts, const det_row *r,
-                       size_t nr)
-{
-  char tmp[4300];
-  snprintf(tmp, sizeof tmp, "%s.tmp", path);
-  FILE *f = fopen(tmp, "wb");
-  if (!f) return; /* resuming is a convenience: failing to record a chunk is not an error */
-  int64_t m = nimg;
-  int ok = fprintf(f, "cnnb-detect-chunk 1 %016llx\n", (unsigned long long)key) > 0 && fwrite(&m, 8, 1, f) == 1;
-  for (long i = 0; i < nimg && ok; i++) {
-    int64_t c = counts[i];
-    ok = fwrite(&c, 8, 1, f) == 1;
-  }
-  if (ok && nr) ok = fwrite(r, sizeof *r, nr, f) == nr;
-  if (fclose(f) || !ok || rename(tmp, path)) remove(tmp);
-}
 
 static int load_weights(cnnb_net *net, const char *path)
 {
@@ -211,9 +121,8 @@ int cnnb_cmd_detect(int argc, char **argv)
   unsigned char *px = NULL;
   cnnb_det *dets = NULL;
   long long *counts = NULL, *buf = NULL;
-  long *plan = NULL;
-  rows_buf rows = {NULL, 0, 0};
-  char *cls_names = NULL, work[4096], path[4200];
+  cnnb_rows rows = {NULL, 0, 0, sizeof(det_row)};
+  char *cls_names = NULL, work[4096];
   snprintf(work, sizeof work, "%s.work", out);
 
   cnnb_net_opts no = cnnb_net_opts_default();
@@ -232,29 +141,20 @@ int cnnb_cmd_detect(int argc, char **argv)
   const long N = cnnb_imageset_count(set), nchunks = (N + B - 1) / B;
   const int C = net->in.c, H = net->in.h, W = net->in.w;
   /* Rank 0 plans contiguous runs of chunks per rank and broadcasts them. */
-  plan = malloc(sizeof *plan * 2 * (size_t)d.size);
+  long k0 = 0, k1 = 0;
   counts = calloc((size_t)(N > 0 ? N : 1), sizeof *counts);
-  int lrc = !plan || !counts ? cnnb_error(CNNB_ENOMEM, "out of memory") : 0;
+  int lrc = !counts ? cnnb_error(CNNB_ENOMEM, "out of memory") : 0;
   rc = cnnb_dist_agree(&d, lrc);
+  if (!rc) rc = cnnb_chunks_plan(&d, nchunks, &k0, &k1);
   if (rc) goto done;
-  if (d.rank == 0)
-    for (int r = 0; r < d.size; r++) {
-      long q = nchunks / d.size, m = nchunks % d.size;
-      plan[2 * r] = r * q + (r < m ? r : m);
-      plan[2 * r + 1] = plan[2 * r] + q + (r < m);
-    }
-  MPI_Bcast(plan, 2 * d.size, MPI_LONG, 0, d.comm);
-  const long k0 = plan[2 * d.rank], k1 = plan[2 * d.rank + 1];
   const long lo = k0 * B < N ? k0 * B : N, hi = k1 * B < N ? k1 * B : N; /* my images */
 
-  uint64_t key = fnv_str(0xcbf29ce484222325ULL, net->cfg.text);
-  key = fnv_file(fnv_file(key, weights), data);
+  uint64_t key = cnnb_fnv_str(CNNB_FNV_INIT, net->cfg.text);
+  key = cnnb_fnv_file(cnnb_fnv_file(key, weights), data);
   char ks[128];
   snprintf(ks, sizeof ks, "%.9g %.9g %ld %ld", thresh, nms, B, N);
-  key = fnv_str(key, ks);
-  if (d.rank == 0 && mkdir(work, 0777) && errno != EEXIST)
-    lrc = cnnb_error(CNNB_EIO, "%s: cannot create: %s", work, strerror(errno));
-  rc = cnnb_dist_agree(&d, lrc);
+  key = cnnb_fnv_str(key, ks);
+  rc = cnnb_chunks_workdir(&d, work);
   if (rc) goto done;
 
   int maxh = 1;
@@ -274,8 +174,7 @@ int cnnb_cmd_detect(int argc, char **argv)
   long computed = 0, resumed = 0;
   for (long k = k0; k < k1 && !lrc; k++) {
     const long a = k * B, m = (a + B < N ? a + B : N) - a;
-    chunk_path(path, sizeof path, work, k);
-    if (!chunk_load(path, key, m, counts + a, &rows)) {
+    if (!cnnb_chunk_load(work, "detect", k, key, m, counts + a, &rows)) {
       resumed += m;
       continue;
     }
@@ -297,10 +196,11 @@ int cnnb_cmd_detect(int argc, char **argv)
       counts[a + i] = nd;
       for (int j = 0; j < nd && !lrc; j++) {
         det_row r = {dets[j].cls, dets[j].score, dets[j].box.x, dets[j].box.y, dets[j].box.w, dets[j].box.h};
-        lrc = rows_push(&rows, &r, 1);
+        lrc = cnnb_rows_push(&rows, &r, 1);
       }
     }
-    if (!lrc) chunk_save(path, key, m, counts + a, rows.r + r0, rows.n - r0);
+    if (!lrc)
+      cnnb_chunk_save(work, "detect", k, key, m, counts + a, rows.p + r0 * rows.rowsize, rows.n - r0, rows.rowsize);
     computed += m;
   }
   rc = cnnb_dist_agree(&d, lrc);
@@ -325,14 +225,15 @@ int cnnb_cmd_detect(int argc, char **argv)
   float *score = fb, *box = fb + nr;
   long long at = before;
   size_t r = 0;
+  const det_row *rr = (const det_row *)rows.p;
   for (long i = lo; i < hi; i++) {
     offs[i - lo] = at;
     int h, w;
     cnnb_imageset_size(set, i, &h, &w);
     sizes[2 * (i - lo)] = h, sizes[2 * (i - lo) + 1] = w;
     for (long long j = 0; j < counts[i]; j++, r++) {
-      img[r] = i, cls[r] = rows.r[r].cls, score[r] = rows.r[r].score;
-      box[4 * r] = rows.r[r].x, box[4 * r + 1] = rows.r[r].y, box[4 * r + 2] = rows.r[r].w, box[4 * r + 3] = rows.r[r].h;
+      img[r] = i, cls[r] = rr[r].cls, score[r] = rr[r].score;
+      box[4 * r] = rr[r].x, box[4 * r + 1] = rr[r].y, box[4 * r + 2] = rr[r].w, box[4 * r + 3] = rr[r].h;
     }
     at += counts[i];
   }
@@ -365,28 +266,19 @@ int cnnb_cmd_detect(int argc, char **argv)
     rc = cnnb_outfile_commit(of);
     of = NULL;
   }
-  if (!rc) {
-    /* complete: the saved chunks are no longer needed */
-    for (long k = k0; k < k1; k++) {
-      chunk_path(path, sizeof path, work, k);
-      remove(path);
-    }
-    MPI_Barrier(d.comm);
-    if (d.rank == 0) rmdir(work);
-  }
+  if (!rc) cnnb_chunks_cleanup(&d, work, k0, k1); /* complete: the saved chunks are no longer needed */
   if (!rc && d.rank == 0)
     printf("wrote %s: %lld boxes in %ld images (%lld computed, %lld resumed)\n", out, total, N, sums[1], sums[0]);
 done:
   if (rc) cnnb_job_fail(&d, "detect");
   cnnb_outfile_abort(of);
-  free(rows.r);
+  free(rows.p);
   free(x);
   free(scratch);
   free(px);
   free(dets);
   free(counts);
   free(buf);
-  free(plan);
   free(cls_names);
   cnnb_imageset_close(set);
   cnnb_net_free(net);

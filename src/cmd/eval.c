@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "cmd/args.h"
+#include "cmd/boxcmd.h"
 #include "cmd/cmd.h"
 #include "cmd/imgcmd.h"
 #include "cmd/job.h"
@@ -60,7 +61,10 @@ static int open_all(const cnnb_dist *d, const infer_args *a, int need_labels, cn
 int cnnb_cmd_eval(int argc, char **argv)
 {
   static const char *usage = "usage: cnn-batch eval MODEL.cfg --weights CKPT.h5 --data TEST.h5\n"
-                             "Prints the mean cross-entropy loss and a line 'accuracy: 0.xxxx'.";
+                             "Prints the mean cross-entropy loss and a line 'accuracy: 0.xxxx'.\n"
+                             "With --map (detection models): mAP@0.5, see cnn-batch eval --map --help.";
+  for (int i = 1; i < argc; i++) /* detection: its own options and loop (src/cmd/evalmap.c) */
+    if (!strcmp(argv[i], "--map")) return cnnb_cmd_eval_map(argc, argv);
   cnnb_dist d;
   cnnb_dist_init(&d, MPI_COMM_WORLD);
   infer_args a;

@@ -48,6 +48,13 @@ int cnnb_job_open_data(cnnb_dataset **out, const char *path, const cnnb_net *net
     nm = parse_floats(a->mean, mean, 4, "mean");
     ns = parse_floats(a->std, std, 4, "std");
     if (nm < 0 || ns < 0) return CNNB_EINVAL;
+  } else if (net->hp.has_input_norm) {
+    /* (p - m) * S == (p/255 - m/255) / (1/(255 S)): the model's own normalisation (net.h) */
+    nm = ns = c < 4 ? c : 4;
+    for (int i = 0; i < nm; i++) {
+      mean[i] = net->hp.input_mean[i] / 255.0f;
+      std[i] = 1.0f / (255.0f * net->hp.input_scale);
+    }
   } else if (net->hp.nmean || net->hp.nstd) {
     nm = net->hp.nmean, ns = net->hp.nstd;
     memcpy(mean, net->hp.mean, sizeof mean);
@@ -73,7 +80,7 @@ int cnnb_job_open_data(cnnb_dataset **out, const char *path, const cnnb_net *net
     return cnnb_error(CNNB_ESHAPE, "%s: images are %dx%dx%d but model %s expects %dx%dx%d (height x width x channels)",
                       path, h, w, ch, net->cfg.path, net->in.h, net->in.w, net->in.c);
   }
-  if (need_labels) {
+  if (need_labels == 1) { /* 2: identities, any non-negative value (metric learning) */
     const int *lab = cnnb_dataset_labels(ds);
     long n = cnnb_dataset_count(ds);
     int k = cnnb_job_num_outputs(net);

@@ -19,9 +19,9 @@ typedef struct cnnb_data_args {
   {"mean", "M[,M..]", "input mean per channel, on the [0,1] scale", &(da).mean, NULL},           \
   {"std", "S[,S..]", "input standard deviation per channel", &(da).std, NULL}
 
-/* Opens path for net: the model's input must be the images' H x W x C; with need_labels, every
- * label must be a class the model outputs. Standardisation: --mean/--std, else [net] mean/std,
- * else the file's attributes. Errors name the file, dataset and model. */
+/* Opens path for net: the model's input must be the images' H x W x C; with need_labels 1, every
+ * label must be a class the model outputs (2: labels required, any value: identities). Standardisation: --mean/--std, else [net]
+ * input_mean/input_scale (net.h), else [net] mean/std, else the file's attributes. Errors name the file, dataset and model. */
 int cnnb_job_open_data(cnnb_dataset **ds, const char *path, const cnnb_net *net, const cnnb_data_args *a,
                        int need_labels);
 /* Number of classes the model outputs (values per sample of its last layer). */

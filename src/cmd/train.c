@@ -13,7 +13,9 @@
 #include "cmd/args.h"
 #include "cmd/cmd.h"
 #include "cmd/job.h"
+#include "cmd/train_metric.h"
 #include "cnnb/augment.h"
+#include "cnnb/boxdata.h"
 #include "cnnb/ckpt.h"
 #include "cnnb/error.h"
 #include "cnnb/optim.h"
@@ -66,10 +68,15 @@ static const char *usage =
   "usage: cnn-batch train MODEL.cfg --data TRAIN.h5 [--val TEST.h5] [--epochs N] [--batch B] -o CKPT.h5\n"
   "Trains MODEL data-parallel over the MPI ranks (mpirun -n K cnn-batch train ...): the global batch B\n"
   "is split over ranks and gradients are averaged by allreduce. SIGTERM or SIGUSR1 make every rank\n"
-  "finish its step, write CKPT.h5 and exit with code 3 (requeue and --resume).";
+  "finish its step, write CKPT.h5 and exit with code 3 (requeue and --resume).\n"
+  "A model whose last layer is [yolo] or [region] trains on an image set with truth boxes (/truth,\n"
+  "/truth_offsets: tools/make_scenes), letterboxed as detect does; --val then reports mAP@0.5.";
 
 typedef struct train_cfg {
   const char *model, *data, *val, *out, *resume, *metrics;
+  const char *classes; /* --classes: metric learning on some labels (train_metric.h) */
+  const char *weights; /* --weights: start from pretrained values (train_metric.h) */
+  long freeze;         /* --freeze N, -1: [net] freeze */
   long epochs, batch, seed, ckpt_every, log_every, limit, max_steps;
   double lr;
   int optim, quiet, sync_bn, nesterov, flip;
@@ -82,7 +89,7 @@ typedef struct train_cfg {
 static int parse(int argc, char **argv, train_cfg *t)
 {
   const char *epochs = "1", *batch = NULL, *lr = NULL, *seed = "1", *every = "0", *logev = "50", *limit = "0";
-  const char *optim = "sgd", *allr = "overlap", *bucket = "4", *maxst = "0", *crop = "-1";
+  const char *optim = "sgd", *allr = "overlap", *bucket = "4", *maxst = "0", *crop = "-1", *freeze = "-1";
   int help_quiet = 0;
   memset(t, 0, sizeof *t);
   cnnb_opt opts[] = {
@@ -102,6 +109,9 @@ static int parse(int argc, char **argv, train_cfg *t)
     {"metrics", "FILE.csv", "append step, epoch, loss, accuracy, lr, images/s rows", &t->metrics, NULL},
     {"limit", "N", "use only the first N training images", &limit, NULL},
     {"max-steps", "N", "stop after N steps in total (tests)", &maxst, NULL},
+    {"classes", "LIST", "train on these labels only, e.g. 0-6 or 0,2,5", &t->classes, NULL},
+    {"freeze", "N", "keep layers 0..N-1 fixed, e.g. to fine-tune (default: [net] freeze)", &freeze, NULL},
+    {"weights", "W", "start from these values (checkpoint or .weights; the model may add layers)", &t->weights, NULL},
     CNNB_DATA_OPTS(t->da),
     {"labels-name", "NAME", "labels dataset (default labels)", &t->da.labels_name, NULL},
     {"sync-bn", NULL, "batch-norm statistics over the global batch (all ranks), not per rank", NULL, &t->sync_bn},
@@ -128,11 +138,16 @@ static int parse(int argc, char **argv, train_cfg *t)
       cnnb_arg_long("train", "log-every", logev, 1, 1L << 40, &t->log_every) ||
       cnnb_arg_long("train", "limit", limit, 0, 1L << 40, &t->limit) ||
       cnnb_arg_long("train", "max-steps", maxst, 0, 1L << 40, &t->max_steps) ||
+      cnnb_arg_long("train", "freeze", freeze, -1, 1 << 20, &t->freeze) ||
       cnnb_arg_long("train", "bucket-mb", bucket, 1, 4096, &bmb) ||
       cnnb_arg_long("train", "crop-pad", crop, -1, 1024, &t->crop_pad) ||
       (lr && cnnb_arg_float("train", "lr", lr, 0, 1e3, &t->lr)))
     return -1;
   t->bucket_bytes = (size_t)bmb << 20;
+  if (t->classes && cnnb_class_list_has(t->classes, 0) < 0) {
+    fprintf(stderr, "cnn-batch train: %s\n", cnnb_error_message());
+    return -1;
+  }
   if ((t->optim = cnnb_optim_parse(optim)) < 0) {
     fprintf(stderr, "cnn-batch train: --optimizer: '%s' is not sgd or adam\n", optim);
     return -1;
@@ -185,8 +200,12 @@ int cnnb_cmd_train(int argc, char **argv)
   int *lb[2] = {NULL, NULL};
   prefetch pf = {0};
   long *perm = NULL;
+  cnnb_pk pk = {0};  /* P x K batches / --classes; pk.batch == 0: plain epochs */
+  size_t frozen = 0; /* parameters [0, frozen) stay fixed */
   FILE *metrics = NULL;
   float *aug_scratch = NULL;
+  cnnb_boxdata *bx = NULL, *bv = NULL; /* detection: image sets with truth boxes (boxdata.h) */
+  float *tb = NULL;                    /* and one batch of their truths */
   int exit_code = CNNB_EXIT_FAIL;
 
   /* The global batch comes from the flag or [net]; read the cfg once to know it. */
@@ -209,15 +228,21 @@ int cnnb_cmd_train(int argc, char **argv)
   }
   if (!rc && !cnnb_net_output_layer(net)->ops->loss)
     rc = cnnb_error(CNNB_ECFG, "%s: the last layer must be a loss layer such as [softmax] to train", t.model);
-  if (!rc) rc = cnnb_job_open_data(&ds, t.data, net, &t.da, 1);
-  if (!rc && t.val) rc = cnnb_job_open_data(&val, t.val, net, &t.da, 1);
+  if (!rc)
+    rc = cnnb_boxdata_wanted(net) ? cnnb_boxdata_open(&bx, t.data, net)
+                                  : cnnb_job_open_data(&ds, t.data, net, &t.da, cnnb_train_is_metric(net) ? 2 : 1);
+  if (!rc && t.val) rc = bx ? cnnb_boxdata_open(&bv, t.val, net) : cnnb_job_open_data(&val, t.val, net, &t.da, 1);
   rc = cnnb_dist_agree(&d, rc);
   if (rc) goto done;
 
-  long N = cnnb_dataset_count(ds);
+  const long NALL = bx ? cnnb_boxdata_count(bx) : cnnb_dataset_count(ds);
+  long N = NALL;
   if (t.limit && t.limit < N) N = t.limit;
   if (N < B) B = N; /* a tiny set still trains: one batch per epoch */
   long steps_per_epoch = (N + B - 1) / B;
+  rc = cnnb_dist_agree(&d, cnnb_train_sampler(&pk, net, ds, B, t.classes, N, t.data));
+  if (rc) goto done;
+  if (pk.batch) N = pk.nrows, B = pk.batch, steps_per_epoch = pk.steps;
   float lr = t.lr >= 0 ? (float)t.lr : net->hp.learning_rate;
 
   cnnb_net_init_params(net, (unsigned long long)t.seed);
@@ -227,6 +252,9 @@ int cnnb_cmd_train(int argc, char **argv)
     net->stat_sum = cnnb_dist_stat_sum;
     net->stat_sum_ctx = &d;
   }
+  cnnb_train_metric_hooks(net, &d);
+  if (!rc) rc = cnnb_train_frozen(net, t.freeze, &frozen);
+  if (!rc && t.weights && !t.resume) rc = cnnb_train_load_weights(net, t.weights);
   if (!rc) rc = cnnb_grad_sync_init(&gs, net, &d, t.allreduce, t.bucket_bytes);
   cnnb_ckpt_meta meta = {0};
   meta.seed = (unsigned long long)t.seed;
@@ -247,7 +275,9 @@ int cnnb_cmd_train(int argc, char **argv)
     xb[i] = malloc((size_t)no.max_batch * cnnb_shape_size(net->in) * sizeof(float));
     lb[i] = malloc((size_t)no.max_batch * sizeof(int));
   }
-  perm = malloc((size_t)cnnb_dataset_count(ds) * sizeof *perm);
+  perm = malloc((size_t)NALL * sizeof *perm);
+  if (bx) tb = malloc(sizeof *tb * (size_t)no.max_batch * CNNB_YOLO_MAX_TRUTH * 5);
+  if (!rc && bx && !tb) rc = cnnb_error(CNNB_ENOMEM, "out of memory for truths");
   if (!rc && (!xb[0] || !xb[1] || !lb[0] || !lb[1] || !perm)) rc = cnnb_error(CNNB_ENOMEM, "out of memory for batches");
   if (!rc && d.rank == 0 && t.metrics) {
     int fresh = access(t.metrics, F_OK) != 0;
@@ -287,12 +317,13 @@ int cnnb_cmd_train(int argc, char **argv)
   long long img_since = 0;
   int stopped = 0;
   for (long epoch = epoch0; epoch < t.epochs && !rc && !stopped; epoch++) {
-    rc = cnnb_dist_epoch_plan(&d, (unsigned long long)t.seed, epoch, cnnb_dataset_count(ds), perm);
+    rc = pk.batch ? cnnb_pk_epoch_plan(&pk, &d, (unsigned long long)t.seed, epoch, perm)
+                  : cnnb_dist_epoch_plan(&d, (unsigned long long)t.seed, epoch, NALL, perm);
     if (rc) break;
-    if (t.limit) {
+    if (t.limit && !pk.batch) {
       /* Keep the order but only rows inside the limit. */
       long k = 0;
-      for (long i = 0; i < cnnb_dataset_count(ds); i++)
+      for (long i = 0; i < NALL; i++)
         if (perm[i] < N) perm[k++] = perm[i];
     }
     for (long s = epoch == epoch0 ? estep0 : 0; s < steps_per_epoch && !rc; s++) {
@@ -307,25 +338,31 @@ int cnnb_cmd_train(int argc, char **argv)
       float *x = xb[cur];
       int *lab = lb[cur];
       /* This batch was prefetched during the last step, except at an epoch's first step. */
-      rc = first ? (m > 0 ? cnnb_dataset_read(ds, perm + b0 + lo, m, x, lab) : 0) : prefetch_wait(&pf);
-      if (!rc && s + 1 < steps_per_epoch) {
+      if (bx) /* detection: letterboxed here, no prefetch (the network dominates) */
+        rc = m > 0 ? cnnb_boxdata_read(bx, perm + b0 + lo, m, x, tb) : 0;
+      else
+        rc = first ? (m > 0 ? cnnb_dataset_read(ds, perm + b0 + lo, m, x, lab) : 0) : prefetch_wait(&pf);
+      if (!rc && ds && s + 1 < steps_per_epoch) {
         long nb0 = (s + 1) * B, nbn = N - nb0 < B ? N - nb0 : B, nlo, nhi;
         cnnb_dist_slice(&d, nbn, &nlo, &nhi);
         if (nhi > nlo) prefetch_start(&pf, ds, perm + nb0 + nlo, (int)(nhi - nlo), xb[cur ^ 1], lb[cur ^ 1]);
       }
       /* With synchronised batch norm every rank joins the statistics' allreduce, even with no
        * rows in this (last, small) batch. */
-      if (!rc && (m > 0 || net->stat_sum)) {
+      if (!rc && (m > 0 || net->stat_sum || net->gather_rows)) {
         cnnb_augment_batch(&aug, x, m, net->in, (uint64_t)t.seed, (uint64_t)epoch, (uint64_t)s, lo, aug_scratch);
+        if (bx) cnnb_boxdata_augment(&aug, tb, m, net->in, (uint64_t)t.seed, (uint64_t)epoch, (uint64_t)s, lo);
+        net->truth_f = tb;
         net->truth = lab;
         st[0] = cnnb_net_train_step(net, x, m);
-        for (int i = 0; i < m; i++) {
+        for (int i = 0; i < m && !bx; i++) {
           const float *p = last->output + (size_t)i * K;
           int best = 0;
           for (int j = 1; j < K; j++)
             if (p[j] > p[best]) best = j;
           st[1] += best == lab[i];
         }
+        if (cnnb_train_is_metric(net)) st[1] = cnnb_train_metric_correct(net);
         st[2] = m;
       }
       rc = cnnb_dist_agree(&d, rc);
@@ -339,7 +376,7 @@ int cnnb_cmd_train(int argc, char **argv)
         break;
       }
       float lr_now = cnnb_lr_at(&net->hp, lr, step, (long long)t.epochs * steps_per_epoch);
-      cnnb_optim_step(&opt, net->params, net->grads, lr_now);
+      cnnb_train_optim_step(&opt, net, frozen, lr_now);
       step++;
       img_since += (long long)st[2];
       win_loss += st[0], win_correct += st[1], win_n += st[2];
@@ -388,6 +425,11 @@ int cnnb_cmd_train(int argc, char **argv)
       meta.epoch_step = 0;
     }
     if (tty && d.rank == 0) printf("\n");
+    if (bv && meta.epoch_step == 0) { /* detection: mAP@0.5 of the validation set */
+      double vmap = 0;
+      rc = cnnb_boxdata_map(&d, net, bv, 0, 0.005f, 0.45f, 0.5f, NULL, &vmap);
+      if (!rc && d.rank == 0) printf("epoch %ld validation: mAP@0.5 %.4f\n", epoch + 1, vmap);
+    }
     if (val && meta.epoch_step == 0) { /* only after a whole epoch */
       double vl, va;
       rc = cnnb_job_evaluate(&d, net, val, 0, &vl, &va);
@@ -412,10 +454,14 @@ done:
     free(lb[i]);
   }
   free(perm);
+  cnnb_pk_free(&pk);
   cnnb_grad_sync_free(&gs);
   cnnb_optim_free(&opt);
   cnnb_dataset_close(ds);
   cnnb_dataset_close(val);
+  cnnb_boxdata_close(bx);
+  cnnb_boxdata_close(bv);
+  free(tb);
   cnnb_net_free(net);
   return exit_code;
 }

@@ -238,6 +238,7 @@ char *cnnb_ckpt_model_text(const char *path)
       char *s = NULL;
       hid_t mt = H5Tcopy(H5T_C_S1);
       H5Tset_size(mt, H5T_VARIABLE);
+      H5Tset_cset(mt, H5Tget_cset(t)); /* HDF5 converts no strings between ASCII and UTF-8 */
       if (H5Aread(a, mt, &s) >= 0 && s) {
         text = strdup(s);
         H5free_memory(s);

@@ -16,8 +16,9 @@ typedef struct out_dset {
   char *name;
   hid_t d;
   cnnb_out_type type;
-  int rank;                             /* 1 + ndim */
+  int rank;                             /* 1 + ndim (1 for strings) */
   hsize_t dims[1 + CNNB_OUT_MAX_NDIM]; /* dims[0] = rows */
+  size_t strsize;                       /* CNNB_OUT_STR: bytes per string */
 } out_dset;
 
 struct cnnb_outfile {
@@ -123,7 +124,18 @@ static out_dset *find(cnnb_outfile *of, const char *name)
 
 static const char *type_name(cnnb_out_type t)
 {
-  return t == CNNB_OUT_F32 ? "float32" : t == CNNB_OUT_U8 ? "uint8" : "int64";
+  return t == CNNB_OUT_F32 ? "float32" : t == CNNB_OUT_U8 ? "uint8" : t == CNNB_OUT_STR ? "string" : "int64";
+}
+
+/* Fixed-length strings (parallel HDF5 1.10 cannot write variable-length data); the caller closes
+ * the copy. */
+static hid_t str_type(size_t size)
+{
+  hid_t t = H5Tcopy(H5T_C_S1);
+  H5Tset_size(t, size);
+  H5Tset_strpad(t, H5T_STR_NULLPAD);
+  H5Tset_cset(t, H5T_CSET_UTF8);
+  return t;
 }
 
 static hid_t file_type(cnnb_out_type t)
@@ -141,7 +153,8 @@ int cnnb_outfile_add(cnnb_outfile *of, const char *name, cnnb_out_type type, lon
 {
   int rc = 0;
   if (!name || !*name || nrows < 0 || ndim < 0 || ndim > CNNB_OUT_MAX_NDIM || (ndim > 0 && !dims) ||
-      (type != CNNB_OUT_F32 && type != CNNB_OUT_U8 && type != CNNB_OUT_I64))
+      (type != CNNB_OUT_F32 && type != CNNB_OUT_U8 && type != CNNB_OUT_I64 && type != CNNB_OUT_STR) ||
+      (type == CNNB_OUT_STR && ndim != 1))
     rc = cnnb_error(CNNB_EINVAL, "%s: bad dataset '%s' (%ld rows, %d more dimensions)", of->path,
                     name ? name : "", nrows, ndim);
   for (int i = 0; rc == 0 && i < ndim; i++)
@@ -166,10 +179,13 @@ int cnnb_outfile_add(cnnb_outfile *of, const char *name, cnnb_out_type type, lon
   }
   out_dset g = {.name = nm, .d = -1, .type = type, .rank = 1 + ndim, .dims = {(hsize_t)nrows}};
   for (int i = 0; i < ndim; i++) g.dims[i + 1] = (hsize_t)dims[i];
+  if (type == CNNB_OUT_STR) g.rank = 1, g.strsize = (size_t)dims[0];
   hid_t sp = H5Screate_simple(g.rank, g.dims, NULL);
   hid_t lcpl = H5Pcreate(H5P_LINK_CREATE);
   H5Pset_create_intermediate_group(lcpl, 1);
-  g.d = H5Dcreate2(of->file, name, file_type(type), sp, lcpl, H5P_DEFAULT, H5P_DEFAULT);
+  hid_t ft = type == CNNB_OUT_STR ? str_type(g.strsize) : file_type(type);
+  g.d = H5Dcreate2(of->file, name, ft, sp, lcpl, H5P_DEFAULT, H5P_DEFAULT);
+  if (type == CNNB_OUT_STR) H5Tclose(ft);
   H5Pclose(lcpl);
   H5Sclose(sp);
   if (g.d < 0) rc = cnnb_error(CNNB_EIO, "%s: cannot create dataset '%s'", of->tmp, name);
@@ -228,7 +244,9 @@ static int write_rows(cnnb_outfile *of, const char *name, long row0, long nrows,
   }
   hid_t dxpl = H5Pcreate(H5P_DATASET_XFER);
   H5Pset_dxpl_mpio(dxpl, H5FD_MPIO_COLLECTIVE);
-  herr_t e = H5Dwrite(ds->d, mem_type(ds->type), msp, fsp, dxpl, data);
+  hid_t mt = ds->type == CNNB_OUT_STR ? str_type(ds->strsize) : mem_type(ds->type);
+  herr_t e = H5Dwrite(ds->d, mt, msp, fsp, dxpl, data);
+  if (ds->type == CNNB_OUT_STR) H5Tclose(mt);
   H5Pclose(dxpl);
   H5Sclose(msp);
   H5Sclose(fsp);

@@ -6,7 +6,7 @@
 
 #define CNNB_LAYER_KINDS(X)                                                                       \
   X(convolutional) X(connected) X(batchnorm) X(softmax) X(maxpool) X(avgpool) X(shortcut)         \
-  X(route) X(upsample) X(dropout) X(crop) X(l2norm) X(yolo) X(region)
+  X(route) X(upsample) X(dropout) X(crop) X(l2norm) X(yolo) X(region) X(triplet) X(siamese) X(zeropad)
 
 #define DECLARE(kind) extern const cnnb_layer_ops cnnb_layer_##kind##_ops;
 CNNB_LAYER_KINDS(DECLARE)

@@ -105,8 +105,8 @@ static void yolo_forward(cnnb_layer *l, cnnb_net *net)
     for (int k = 0; k < 2 * p->n; k++) cnnb_act_forward(CNNB_ACT_SIGMOID, l->output + b * sz + off[k], len[k]);
 }
 
-/* No loss yet (it comes with the YOLO issue); given a delta, passes it to the input through
- * the activations so that the layer composes with a future loss. */
+/* After the loss: adds its dL/d input. Otherwise, given a delta, passes it to the input through
+ * the activations (gradient checks of the activations). */
 static void yolo_backward(cnnb_layer *l, cnnb_net *net)
 {
   if (!l->input_delta || !l->delta) return;
@@ -138,13 +138,15 @@ static inline float bce(float p, float y)
  * of x, y, w, h relative to the network input and the class; a row with w <= 0 ends the list):
  *   - every truth is learnt by the anchor (of all num) whose shape has the best IoU with it,
  *     if this head has that anchor in its mask, at the cell holding the truth's centre (a later
- *     truth for the same cell and anchor replaces an earlier one, as in Darknet);
+ *     truth for the same cell and anchor replaces an earlier one's box, as in Darknet, whose
+ *     class targets then hold the classes of both: Darknet's delta_yolo_class);
  *   - coordinates: (2 - w h) x [BCE(sigmoid(tx), x*) + BCE(sigmoid(ty), y*) + (tw - tw*)^2/2 +
  *     (th - th*)^2/2] with x* the offset in the cell and tw* = log(w netw / anchor w): the
  *     gradients with respect to the raw values are Darknet's deltas (sigmoid - x*, tw - tw*);
  *   - objectness: BCE towards 1 where a truth is learnt, towards 0 elsewhere unless the predicted
  *     box overlaps some truth with IoU > ignore_thresh (then no objectness term);
- *   - classes: BCE of every class's logistic towards one-hot, where a truth is learnt.
+ *   - classes: BCE of every class's logistic towards one-hot (or towards 1 for each class of the
+ *     truths sharing the cell and anchor), where a truth is learnt.
  * Writes dL/d input (times net->loss_scale) into the head's own gradient buffer, which its
  * backward adds to the input's delta (not into l->delta: the network clears the deltas of all
  * but the last layer between loss and backward); returns the loss summed over the batch. */
@@ -164,7 +166,9 @@ static double head_loss(cnnb_layer *l, cnnb_net *net)
     int nt = 0;
     while (nt < CNNB_YOLO_MAX_TRUTH && tr[5 * nt + 2] > 0) nt++;
     for (int i = 0; i < hw * p->n; i++) p->assign[i] = -1;
+    int entry[CNNB_YOLO_MAX_TRUTH]; /* anchor and cell each truth is learnt at, -1: none here */
     for (int t = 0; t < nt; t++) {
+      entry[t] = -1;
       const float *T = tr + 5 * t;
       int best = 0;
       float bi = -1;
@@ -178,7 +182,7 @@ static double head_loss(cnnb_layer *l, cnnb_net *net)
         if (p->mask[a] == best) m = a;
       int ci = (int)(T[0] * lw), cj = (int)(T[1] * lh);
       if (m < 0 || ci < 0 || cj < 0 || ci >= lw || cj >= lh) continue;
-      p->assign[m * hw + cj * lw + ci] = t;
+      p->assign[entry[t] = m * hw + cj * lw + ci] = t;
     }
     for (int a = 0; a < p->n; a++)
       for (int c = 0; c < hw; c++) {
@@ -212,9 +216,10 @@ static double head_loss(cnnb_layer *l, cnnb_net *net)
         d[e + 2 * hw] = ls * sc * dw;
         d[e + 3 * hw] = ls * sc * dh;
         d[e + 4 * hw] = ls * (obj - 1);
-        const int cls = (int)T[4];
         for (int k = 0; k < p->classes; k++) {
-          const float pk = y[e + (size_t)(5 + k) * hw], yk = k == cls ? 1.f : 0.f;
+          float yk = 0;
+          for (int u = 0; u < nt && !yk; u++) yk = entry[u] == a * hw + c && (int)tr[5 * u + 4] == k ? 1.f : 0.f;
+          const float pk = y[e + (size_t)(5 + k) * hw];
           total += bce(pk, yk);
           d[e + (size_t)(5 + k) * hw] = ls * (pk - yk);
         }

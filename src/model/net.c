@@ -75,6 +75,51 @@ void cnnb_net_free(cnnb_net *net)
   free(net);
 }
 
+/* [net] input_mean=R,G,B input_scale=S: the model's own input normalisation (net.h). Both or
+ * neither; one mean for every channel or one per channel. */
+static int read_input_norm(const cnnb_cfg *cfg, cnnb_cfg_section *s, cnnb_hparams *hp, int c)
+{
+  int nm = 0, rc;
+  cnnb_cfg_kv *km = cnnb_cfg_find(s, "input_mean"), *ks = cnnb_cfg_find(s, "input_scale");
+  if ((rc = cnnb_cfg_floats(cfg, s, "input_mean", hp->input_mean, 4, &nm)) < 0) return rc;
+  if ((rc = cnnb_cfg_float(cfg, s, "input_scale", 1.0f, -1e30f, 1e30f, &hp->input_scale)) < 0) return rc;
+  if (!km && !ks) return 0;
+  if (!km || !ks)
+    return cnnb_error(CNNB_ECFG, "%s:%d: [net] input_mean and input_scale go together (x = (pixel - mean) * scale)",
+                      cfg->path, (km ? km : ks)->line);
+  if (nm != 1 && nm != c)
+    return cnnb_error(CNNB_ECFG, "%s:%d: [net] input_mean has %d values for %d channels (give 1 or %d)", cfg->path,
+                      km->line, nm, c, c);
+  if (!(hp->input_scale != 0) || !isfinite(hp->input_scale))
+    return cnnb_error(CNNB_ECFG, "%s:%d: [net] input_scale must be finite and not 0", cfg->path, ks->line);
+  for (int i = nm; i < 4; i++) hp->input_mean[i] = hp->input_mean[0];
+  hp->has_input_norm = 1;
+  return 0;
+}
+
+int cnnb_net_input_norm(const cnnb_net *net, float *mean, float *scale)
+{
+  if (!net->hp.has_input_norm) return 0;
+  for (int i = 0; mean && i < net->in.c && i < 4; i++) mean[i] = net->hp.input_mean[i];
+  if (scale) *scale = net->hp.input_scale;
+  return 1;
+}
+
+void cnnb_net_normalize_input(const cnnb_net *net, const float *pixels, int n, float *out)
+{
+  const size_t plane = (size_t)net->in.h * net->in.w;
+  for (int b = 0; b < n; b++)
+    for (int c = 0; c < net->in.c; c++) {
+      const size_t o = ((size_t)b * net->in.c + c) * plane;
+      if (!net->hp.has_input_norm) {
+        if (out != pixels) memcpy(out + o, pixels + o, plane * sizeof *out);
+        continue;
+      }
+      const float m = net->hp.input_mean[c < 4 ? c : 3], sc = net->hp.input_scale;
+      for (size_t i = 0; i < plane; i++) out[o + i] = (pixels[o + i] - m) * sc;
+    }
+}
+
 static int read_net_section(cnnb_net *net, cnnb_cfg_section *s, const cnnb_net_opts *o)
 {
   cnnb_cfg *cfg = &net->cfg;
@@ -109,7 +154,11 @@ static int read_net_section(cnnb_net *net, cnnb_cfg_section *s, const cnnb_net_o
   rc = rc ? rc : cnnb_cfg_int(cfg, s, "max_batches", 0, 0, 1 << 30, &hp->max_batches);
   rc = rc ? rc : cnnb_cfg_int(cfg, s, "flip", 0, 0, 1, &hp->flip);
   rc = rc ? rc : cnnb_cfg_int(cfg, s, "crop_pad", 0, 0, 1024, &hp->crop_pad);
+  rc = rc ? rc : cnnb_cfg_int(cfg, s, "pk_p", 0, 0, 1 << 20, &hp->pk_p); /* P x K batches: src/io/pk_sampler.c */
+  rc = rc ? rc : cnnb_cfg_int(cfg, s, "pk_k", 0, 0, 1 << 20, &hp->pk_k);
+  rc = rc ? rc : cnnb_cfg_int(cfg, s, "freeze", 0, 0, 1 << 20, &hp->freeze);
   if (rc) return rc;
+  hp->pk_line = cnnb_cfg_find(s, "pk_p") ? cnnb_cfg_find(s, "pk_p")->line : s->line;
   if (hp->policy == CNNB_LR_STEPS && nscales != hp->nsteps)
     return cnnb_error(CNNB_ECFG, "%s:%d: [net] has %d steps but %d scales", cfg->path, s->line, hp->nsteps, nscales);
   for (int i = 0; i < hp->nstd; i++)
@@ -125,6 +174,7 @@ static int read_net_section(cnnb_net *net, cnnb_cfg_section *s, const cnnb_net_o
   if (h <= 0 || w <= 0 || c <= 0)
     return cnnb_error(CNNB_ECFG, "%s:%d: [net] needs height, width and channels (got %dx%dx%d)", cfg->path,
                       s->line, h, w, c);
+  if ((rc = read_input_norm(cfg, s, hp, c)) < 0) return rc;
   net->in = (cnnb_shape){c, h, w};
   return 0;
 }

@@ -11,6 +11,11 @@
 #    --summary mode tells complete from missing outputs;
 #  - an interrupted bulk task requeues and completes every row exactly once (predict has no
 #    partial resume: the rerun computes everything again);
+#  - detect.sbatch gives mpirun's boxes; embed.sbatch signalled mid-run stops with its finished
+#    chunks saved, requeues, and the rerun computes exactly the rest (equal to mpirun's output);
+#    faces.sbatch gives mpirun's faces (models converted here from the npm package, where it is
+#    installed) and fails fast on a
+#    missing models directory;
 #  - a missing model or data path fails fast naming it, before any rank starts; a resumed run
 #    whose checkpoint is missing or corrupt says so and does not start over; a rank that dies
 #    ends the job at once with the rank named in the log;
@@ -255,6 +260,164 @@ with h5py.File("bulk/bulk.predict.h5", "r") as f, h5py.File("refbulk.h5", "r") a
     assert np.array_equal(f["outputs"][()], r["outputs"][()])
 print("bulk: 5000 rows, each exactly once, equal to an uninterrupted run")
 PY
+
+# ---- 4b. detect.sbatch == mpirun; embed.sbatch interrupted: requeued, each chunk computed once ----
+t=$SECONDS
+"$S/tools/make_scenes" -n 8 --size 96 --seed 2 -o scenes.h5 >/dev/null || fail "make_scenes"
+cat >yolo.cfg <<'CFG'
+[net]
+width=64
+height=64
+channels=3
+[convolutional]
+batch_normalize=1
+filters=8
+size=3
+stride=2
+pad=1
+activation=leaky
+[convolutional]
+batch_normalize=1
+filters=16
+size=3
+stride=2
+pad=1
+activation=leaky
+[maxpool]
+size=2
+stride=2
+[convolutional]
+size=1
+stride=1
+pad=1
+filters=24
+activation=linear
+[yolo]
+mask=0,1,2
+anchors=10,14, 23,27, 37,58
+classes=3
+num=3
+CFG
+"$CNNB_BIN" convert --init yolo.cfg --seed 2 --gain 0.25 -o yolo.weights >/dev/null || fail "convert --init yolo"
+jdet=$(sbatch --parsable -J det --export="ALL,CNNB=$CNNB_BIN,MODEL=yolo.cfg,WEIGHTS=yolo.weights,DATA=scenes.h5,OUT=det.h5,DETECT_ARGS=--thresh 0.3 --batch 2" \
+  "$S/slurm/detect.sbatch") || fail "sbatch detect"
+mpirun -n 2 "$CNNB_BIN" detect yolo.cfg --weights yolo.weights --data scenes.h5 --thresh 0.3 --batch 2 -o detref.h5 \
+  >detref.log 2>&1 || fail "detect under mpirun: $(cat detref.log)"
+# an embedding net heavy enough (22 MFLOP a crop) to be signalled while it runs
+cat >emb.cfg <<'CFG'
+[net]
+height=28
+width=28
+channels=1
+[convolutional]
+filters=32
+size=3
+stride=1
+pad=1
+activation=relu
+[convolutional]
+filters=32
+size=3
+stride=1
+pad=1
+activation=relu
+[maxpool]
+size=2
+stride=2
+[convolutional]
+filters=64
+size=3
+stride=1
+pad=1
+activation=relu
+[connected]
+output=16
+activation=linear
+CFG
+"$CNNB_BIN" convert --init emb.cfg --seed 1 -o emb.weights >/dev/null || fail "convert --init emb"
+wait_job "$jdet" 60
+[ "$(job_field "$jdet" JobState)" = COMPLETED ] || fail "detect job: $(job_field "$jdet" JobState): $(cat det-"$jdet".log)"
+$PY - <<'PY' || fail "detect.sbatch output differs from mpirun's"
+import h5py, numpy as np
+a, b = h5py.File("det.h5", "r"), h5py.File("detref.h5", "r")
+for k in ("image", "class", "score", "box", "offsets", "image_size"):
+    assert np.array_equal(a[k][()], b[k][()]), k
+assert len(a["score"]) > 0
+print("detect.sbatch: %d boxes in 8 images, equal to mpirun's" % len(a["score"]))
+PY
+jemb=$(sbatch --parsable -J emb --export="ALL,CNNB=$CNNB_BIN,MODEL=emb.cfg,WEIGHTS=emb.weights,DATA=bulk.h5,OUT=emb.h5,EMBED_BATCH=8,EMBED_ARGS=--max-rows 3000" \
+  "$S/slurm/embed.sbatch") || fail "sbatch embed"
+for _ in $(seq 600); do # signal once the first chunks are saved
+  [ -n "$(ls emb.h5.work 2>/dev/null)" ] && break
+  sleep 0.05
+done
+scancel --signal=USR1 --batch "$jemb"
+mpirun -n 2 "$CNNB_BIN" embed emb.cfg --weights emb.weights --data bulk.h5 --batch 8 --max-rows 3000 -o embref.h5 >embref.log 2>&1 ||
+  fail "embed under mpirun: $(cat embref.log)"
+wait_job "$jemb" 120
+[ "$(job_field "$jemb" JobState)" = COMPLETED ] || fail "embed job: $(job_field "$jemb" JobState): $(cat emb-"$jemb".log)"
+if grep -q "received SIGUSR1" emb-"$jemb".log; then
+  saved=$(sed -n 's/.*embed: stopped by a signal: .* computed in this run, \([0-9]*\) of 3000 saved.*/\1/p' emb-"$jemb".log)
+  [ -n "$saved" ] && [ "$saved" -gt 0 ] || fail "embed: no chunks saved on the signal: $(cat emb-"$jemb".log)"
+  grep -q "run 2: $((saved / 8)) finished chunks in emb.h5.work/" emb-"$jemb".log || fail "embed: run 2 did not find the chunks: $(cat emb-"$jemb".log)"
+  grep -q "wrote emb.h5: 3000 x 16 embeddings ($((3000 - saved)) computed, $saved resumed)" emb-"$jemb".log ||
+    fail "embed: the rerun did not compute exactly the rest: $(cat emb-"$jemb".log)"
+  echo "embed.sbatch: stopped with $saved of 3000 crops saved, requeued, the rest computed"
+else
+  echo "note: the embed job finished before the signal arrived"
+fi
+$PY - <<'PY' || fail "embed.sbatch output differs from mpirun's"
+import h5py, numpy as np
+a, b = h5py.File("emb.h5", "r"), h5py.File("embref.h5", "r")
+assert int(a.attrs["complete"]) == 1 and a["embeddings"].shape == (3000, 16)
+assert np.array_equal(a["embeddings"][()], b["embeddings"][()]) and np.array_equal(a["labels"][()], b["labels"][()])
+print("embed.sbatch: 3000 rows, equal to an uninterrupted mpirun")
+PY
+[ ! -e emb.h5.work ] || fail "embed: emb.h5.work left after completion"
+echo "detect and embed templates done in $((SECONDS - t)) s"
+
+# ---- 4c. faces.sbatch == mpirun on two sample photos (models converted from the npm package) ----
+t=$SECONDS
+PKG=${CNNB_CACHE:-$HOME/.cache/cnnb}/npm/node_modules/@vladmandic/face-api
+jfb=$(sbatch --parsable -J facesbad --export="ALL,CNNB=$CNNB_BIN,DATA=scenes.h5,OUT=fbad.h5,MODELS=$CNNB_WORK/nomodels" \
+  "$S/slurm/faces.sbatch") || fail "sbatch faces (bad models)"
+# the models converted here from the npm package (the cache's may be missing or being rewritten)
+FM=$CNNB_WORK/face-models
+mkdir -p "$FM"
+fm_ok=0
+if [ -f "$PKG/demo/sample1.jpg" ] && "$CNNB_BIN" faces --help >/dev/null 2>&1; then
+  fm_ok=1
+  for m in face-detector-tiny:tiny_face_detector_model face-landmarks68:face_landmark_68_model \
+    face-descriptor-resnet34:face_recognition_model; do
+    "$CNNB_BIN" convert --from tfjs "$PKG/model/${m#*:}-weights_manifest.json" --model "$S/jobs/${m%%:*}.cfg" \
+      -o "$FM/${m%%:*}.h5" >/dev/null 2>&1 || fm_ok=0
+  done
+fi
+DEMO=$PKG/demo
+if [ $fm_ok = 1 ]; then
+  mkdir -p fphotos && cp "$DEMO/sample1.jpg" "$DEMO/sample2.jpg" fphotos/
+  "$CNNB_BIN" import images --dir fphotos -o fphotos.h5 >/dev/null || fail "import sample photos"
+  jf=$(sbatch --parsable -J faces --export="ALL,CNNB=$CNNB_BIN,DATA=fphotos.h5,OUT=faces.h5,MODELS=$FM" \
+    "$S/slurm/faces.sbatch") || fail "sbatch faces"
+  mpirun -n 2 "$CNNB_BIN" faces --data fphotos.h5 --models "$FM" --min-score 0.5 --input-size 416 -o facesref.h5 \
+    >facesref.log 2>&1 || fail "faces under mpirun: $(cat facesref.log)"
+  wait_job "$jf" 120
+  [ "$(job_field "$jf" JobState)" = COMPLETED ] || fail "faces job: $(job_field "$jf" JobState): $(cat faces-"$jf".log)"
+  $PY - <<'PY' || fail "faces.sbatch output differs from mpirun's"
+import h5py, numpy as np
+a, b = h5py.File("faces.h5", "r"), h5py.File("facesref.h5", "r")
+assert sorted(a.keys()) == sorted(b.keys()) and len(a["offsets"]) == 3
+for k in a.keys():
+    assert np.array_equal(a[k][()], b[k][()]), k
+print("faces.sbatch: %d faces in 2 photos, equal to mpirun's" % (a["offsets"][-1]))
+PY
+else
+  echo "note: faces.sbatch checked for its arguments only (the npm package face-api.js, its models or the faces command missing)"
+fi
+wait_job "$jfb" 60
+[ "$(job_field "$jfb" JobState)" = FAILED ] && grep -q "error: face models $CNNB_WORK/nomodels: no such directory" facesbad-"$jfb".log &&
+  ! grep -q "starting .* ranks" facesbad-"$jfb".log || fail "faces with a missing models directory: $(cat facesbad-"$jfb".log)"
+echo "faces template done in $((SECONDS - t)) s"
 
 # ---- 5. bad paths, missing or corrupt checkpoints, a rank that dies ----
 t=$SECONDS
