@@ -25,12 +25,6 @@
 #endif
 #endif
 
-static double loss_at(cnnb_net *net, const float *x)
-{
-  cnnb_net_forward(net, x, 2);
-  return cnnb_net_loss(net);
-}
-
 /* dL/d input and dL/d params of cfg's network (2 samples of 3 x 4 x 4) against central
  * differences of the loss itself; returns the worst relative error. */
 static double loss_gradcheck(const char *cfg, const float *truth)
@@ -46,34 +40,8 @@ static double loss_gradcheck(const char *cfg, const float *truth)
   cnnb_rng_seed(&r, 5, 0, 0, 0);
   float x[96];
   for (int i = 0; i < 96; i++) x[i] = cnnb_rng_normal(&r);
-  cnnb_net_zero_grads(net);
-  double L = cnnb_net_train_step(net, x, 2);
-  CU_ASSERT(isfinite(L) && L > 0);
-  float gin[96];
-  memcpy(gin, net->input_delta, sizeof gin);
-  const double eps = 1e-2;
-  double worst = 0;
-  for (int i = 0; i < 96; i++) {
-    float v = x[i];
-    x[i] = v + (float)eps;
-    double lp = loss_at(net, x);
-    x[i] = v - (float)eps;
-    double lm = loss_at(net, x);
-    x[i] = v;
-    double num = (lp - lm) / (2 * eps), err = fabs(num - gin[i]) / (1e-2 + fabs(num) + fabs(gin[i]));
-    if (err > worst) worst = err;
-  }
-  for (size_t i = 0; i < net->nparams; i++) {
-    float v = net->params[i];
-    net->params[i] = v + (float)eps;
-    double lp = loss_at(net, x);
-    net->params[i] = v - (float)eps;
-    double lm = loss_at(net, x);
-    net->params[i] = v;
-    double num = (lp - lm) / (2 * eps), err = fabs(num - net->grads[i]) / (1e-2 + fabs(num) + fabs(net->grads[i]));
-    if (err > worst) worst = err;
-  }
-  if (worst > 1e-2) fprintf(stderr, "\n  worst relative gradient error %g\n", worst);
+  double worst = cnnb_gradcheck_loss(net, x, 2, 1e-2f, 1e-2, 0);
+  CU_ASSERT(isfinite(cnnb_net_loss(net)) && cnnb_net_loss(net) > 0);
   cnnb_net_free(net);
   return worst;
 }

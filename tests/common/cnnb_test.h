@@ -51,6 +51,13 @@ typedef struct cnnb_gradcheck_result {
 int cnnb_gradcheck(const char *cfg_text, int batch, unsigned seed, int train, int max_checks,
                    cnnb_gradcheck_result *res);
 
+/* For a net ending in a loss layer whose truth is set (net->truth or truth_f, loss_scale):
+ * one train step on x (n samples) gives dL/d input and dL/d params, compared over every entry
+ * against central differences (step eps) of cnnb_net_loss. Relative error is
+ * |a-n| / (floor_abs + floor_rel * max|dL/dx| + |a| + |n|); prints entries above 1e-2 and
+ * returns the worst. x is restored; the net keeps the gradients of the train step. */
+double cnnb_gradcheck_loss(cnnb_net *net, float *x, int n, float eps, double floor_abs, double floor_rel);
+
 /* Runs a CUnit registry in verbose basic mode; returns the process exit code. */
 int cnnb_test_run(void);
 
