@@ -5,6 +5,13 @@
 
 #include "cnnb/layer.h"
 
+/* Without trapping math GCC may evaluate both arms of a select (0.1f * x for leaky), so that the
+ * leaky loops become vector blends instead of a branch per element (18% of a yolov3-tiny
+ * forward). Results are unchanged: it only drops the assumption that FP exceptions trap. */
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC optimize("no-trapping-math")
+#endif
+
 static const char *const act_names[CNNB_ACT_COUNT] = {"linear", "relu", "leaky", "logistic", "tanh",
                                                       "relu6"};
 

@@ -108,7 +108,13 @@ void cnnb_im2col_ld(const float *im, int c, int h, int w, int k, int stride, int
     im2col_padded_s1(im, c, h, w, k, pad, col, ldcol);
     return;
   }
-  const int oh = cnnb_conv_out_size(h, k, pad, stride), ow = cnnb_conv_out_size(w, k, pad, stride);
+  cnnb_im2col_rows(im, c, h, w, k, stride, pad, 0, cnnb_conv_out_size(h, k, pad, stride), col, ldcol);
+}
+
+void cnnb_im2col_rows(const float *im, int c, int h, int w, int k, int stride, int pad, int oy0, int oy1,
+                      float *col, size_t ldcol)
+{
+  const int ow = cnnb_conv_out_size(w, k, pad, stride);
   int rng[2 * RNG_MAX];
   for (int kx = 0; kx < k && kx < RNG_MAX; kx++) valid_range(ow, w, kx, stride, pad, &rng[2 * kx], &rng[2 * kx + 1]);
   for (int ch = 0; ch < c; ch++) {
@@ -122,9 +128,9 @@ void cnnb_im2col_ld(const float *im, int c, int h, int w, int k, int stride, int
         else
           valid_range(ow, w, kx, stride, pad, &lo, &hi);
         const int shift = kx - pad;
-        for (int oy = 0; oy < oh; oy++) {
+        for (int oy = oy0; oy < oy1; oy++) {
           const int iy = oy * stride - pad + ky;
-          float *d = dst + (size_t)oy * ow;
+          float *d = dst + (size_t)(oy - oy0) * ow;
           if (iy < 0 || iy >= h) {
             zero_run(d, ow);
             continue;

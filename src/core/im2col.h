@@ -18,6 +18,10 @@ static inline int cnnb_conv_out_size(int n, int k, int pad, int stride)
 
 void cnnb_im2col_ld(const float *im, int c, int h, int w, int k, int stride, int pad, float *col,
                     size_t ldcol);
+/* Output rows oy0 <= oy < oy1 only: a (c*k*k) x ((oy1-oy0)*out_w) column matrix, so that a large
+ * image can be convolved in bands whose columns stay in cache. */
+void cnnb_im2col_rows(const float *im, int c, int h, int w, int k, int stride, int pad, int oy0, int oy1,
+                      float *col, size_t ldcol);
 /* Adds the column matrix back into im (overlapping patches accumulate). */
 void cnnb_col2im_add_ld(const float *col, size_t ldcol, int c, int h, int w, int k, int stride, int pad,
                         float *im);

@@ -33,14 +33,25 @@ typedef struct conv_priv {
   int filters, size, stride, pad, groups, bn_on;
   int direct;  /* 1x1, stride 1, no padding: the input already is the column matrix */
   int chunk;   /* samples per GEMM (1: one GEMM per sample straight into the output) */
-  int window;  /* one output pixel whose kernel window covers the whole input (a 3x3 pad-1 conv
-                * on a 1x1 input, 3x3/2 pad 1 on 2x2): see conv_forward_window */
+  int band_rows; /* > 0: forward of one sample in bands of this many output rows */
+  int depthwise; /* one input channel and one filter per group: direct loops (conv_forward_dw) */
+  int window;  /* the input has no more pixels than the kernel has taps (3x3 on 1x1 or 2x2
+                * maps): one dense GEMM per batch, see conv_forward_window */
   int p_weights, p_biases;
-  float *wwin; /* window path: the weights' windows, packed by forward (G x fg x cg*h*w) and
+  int *taps;   /* window path: window_taps' table (oh*ow x h*w) */
+  float *wwin; /* window path: the dense weights, packed by forward (G x fg*ohw x cg*h*w) and
                 * reused by backward (the weights do not change in between) */
   cnnb_bn bn;
 } conv_priv;
 
+
+/* The window path (conv_forward_window) when the input has no more pixels than the kernel has
+ * taps, and the dense weights (fg*ohw x cg*h*w per group) stay under 16 MiB. */
+static int window_fits(int h, int w, int k, int ohw, int cg, int fg, int direct)
+{
+  return !direct && h * w <= k * k && (size_t)fg * ohw * cg * h * w <= ((size_t)1 << 22);
+}
+static void window_taps(const conv_priv *p, const cnnb_layer *l, int *tab);
 
 static int conv_setup(cnnb_layer *l, cnnb_cfg_section *s, cnnb_net *net)
 {
@@ -86,7 +97,8 @@ static int conv_setup(cnnb_layer *l, cnnb_cfg_section *s, cnnb_net *net)
   p->groups = groups;
   p->bn_on = bn_on;
   p->direct = size == 1 && stride == 1 && padding == 0;
-  p->window = l->out.h == 1 && l->out.w == 1 && size >= h + padding && size >= w + padding && !p->direct;
+  p->depthwise = c == groups && filters == groups;
+  p->window = !p->depthwise && window_fits(h, w, size, l->out.h * l->out.w, c / groups, filters / groups, p->direct);
 
   int wd[4] = {filters, c / groups, size, size};
   if ((rc = p->p_weights = cnnb_layer_param(l, "weights", 1, 4, wd)) < 0) goto fail;
@@ -107,10 +119,26 @@ static int conv_setup(cnnb_layer *l, cnnb_cfg_section *s, cnnb_net *net)
   if (chunk > (size_t)net->max_batch) chunk = (size_t)net->max_batch;
   if (chunk < 1) chunk = 1;
   p->chunk = (int)chunk;
-  if (p->window) { /* the weights' window (fg x cg*h*w) for dW; the packed weights in p->wwin */
-    l->workspace = (size_t)(filters / groups) * (size_t)(c / groups) * h * w;
-    p->wwin = malloc(sizeof(float) * (size_t)filters * (size_t)(c / groups) * h * w);
-    if (!p->wwin) {
+  /* One sample's column matrix over the budget (yolov3-tiny's 416x416 layers: 27 x 173056
+   * floats): forward builds it in bands of output rows, each GEMM'd into its rows of the output
+   * while still in cache. Only for small weight matrices (few filters, few taps), which every
+   * band's GEMM reads again: with 1024 x 4608 weights (yolov3-tiny's 13x13 layer) that re-read
+   * from memory costs more than the cache misses it saves. */
+  if (chunk == 1 && !p->direct && !p->depthwise && kk * ohw > CNNB_CONV_WS_FLOATS &&
+      (size_t)(filters / groups) * kk <= CNNB_CONV_WS_FLOATS / 4) {
+    const size_t rows = CNNB_CONV_WS_FLOATS / (kk * (size_t)l->out.w);
+    p->band_rows = rows < 1 ? 1 : (int)rows;
+  }
+  if (p->depthwise)
+    l->workspace = 0;
+  else if (p->window) { /* dWwin (fg*ohw x cg*h*w) in the workspace; the packed Wwin in p->wwin */
+    l->workspace = (size_t)(filters / groups) * ohw * (size_t)(c / groups) * h * w;
+    p->wwin = malloc(sizeof(float) * (size_t)filters * ohw * (size_t)(c / groups) * h * w);
+    p->taps = malloc(sizeof(int) * ohw * (size_t)h * w);
+    if (p->taps) window_taps(p, l, p->taps);
+    if (!p->wwin || !p->taps) {
+      free(p->wwin);
+      free(p->taps);
       l->priv = NULL;
       if (bn_on) cnnb_bn_free(&p->bn);
       rc = cnnb_error(CNNB_ENOMEM, "out of memory");
@@ -147,44 +175,76 @@ static inline const float *in_at(const cnnb_layer *l, int b, int g, int cg)
   return l->input + ((size_t)b * l->in.c + (size_t)g * cg) * l->in.h * l->in.w;
 }
 
-/* The window path. When the layer has one output pixel and its kernel window covers the whole
- * input (ResNet-18-32's last stage: 3x3 pad 1 on 1x1 inputs, 3x3/2 pad 1 on 2x2), the column
- * matrix of a sample is its input image itself, restricted to the kernel taps that land inside
- * the image: K shrinks from cg*k*k to cg*h*w (9x for a 1x1 input), and no im2col or col2im is
- * needed. The batch's inputs form a B x (C*h*w) row-major matrix and outputs/deltas a B x F one,
- * so each GEMM runs over the whole batch with the weights' window packed as an fg x cg*h*w
- * matrix in the workspace. */
+/* The window path. When the input has no more pixels than the kernel has taps (h*w <= k*k: a
+ * 3x3 pad-1 conv on 2x2 or 1x1 maps, 3x3/2 on 2x2; ResNet-18-32's stages 3-4), the layer is
+ * written as one dense matrix from a sample's input image to its output image: row (f, p) of
+ * Wwin holds, at column (c, q), the weight of the tap that output pixel p applies to input pixel
+ * q (0 where q is outside p's window). The batch's inputs form a B x (C*h*w) row-major matrix and
+ * its outputs a B x (F*oh*ow) one, already NCHW, so forward, dW and dX are each one GEMM over the
+ * whole batch, with no im2col, col2im or scatter. K is cg*h*w instead of cg*k*k: no multiply by
+ * a padding zero (9x fewer for a 1x1 input, 2.25x for 2x2). Wwin is packed by forward and reused
+ * by backward (the weights do not change in between). */
+/* tab[p*h*w + q]: the tap (ky*k + kx) that output pixel p applies to input pixel q, or -1 when
+ * q is outside p's window. */
+static void window_taps(const conv_priv *p, const cnnb_layer *l, int *tab)
+{
+  const int h = l->in.h, w = l->in.w, k = p->size;
+  for (int oy = 0; oy < l->out.h; oy++)
+    for (int ox = 0; ox < l->out.w; ox++)
+      for (int y = 0; y < h; y++)
+        for (int x = 0; x < w; x++) {
+          const int ky = y - (oy * p->stride - p->pad), kx = x - (ox * p->stride - p->pad);
+          *tab++ = ky < 0 || ky >= k || kx < 0 || kx >= k ? -1 : ky * k + kx;
+        }
+}
+
+/* Wwin (fg*ohw x cg*hw) from the group's weights wg (fg x cg x k x k). */
 static void window_pack(const conv_priv *p, const cnnb_layer *l, const float *wg, float *wp)
 {
-  const int cg = l->in.c / p->groups, fg = p->filters / p->groups, k = p->size, h = l->in.h, w = l->in.w;
-  if (h == 1 && w == 1) { /* one tap per (filter, channel) */
-    const size_t kk = (size_t)k * k, off = (size_t)p->pad * k + p->pad, n = (size_t)fg * cg;
-    for (size_t i = 0; i < n; i++) wp[i] = wg[i * kk + off];
+  const int cg = l->in.c / p->groups, fg = p->filters / p->groups, hw = l->in.h * l->in.w;
+  const int ohw = l->out.h * l->out.w;
+  const size_t kk = (size_t)p->size * p->size, row = (size_t)cg * hw;
+  const int *tab = p->taps;
+  if (hw == 1 && ohw == 1 && tab[0] >= 0) { /* one tap per (filter, channel) */
+    const size_t n = (size_t)fg * cg;
+    const int t = tab[0];
+    for (size_t i = 0; i < n; i++) wp[i] = wg[i * kk + t];
     return;
   }
   for (int f = 0; f < fg; f++)
     for (int c = 0; c < cg; c++) {
-      const float *src = wg + ((size_t)f * cg + c) * k * k + (size_t)p->pad * k + p->pad;
-      float *dst = wp + ((size_t)f * cg + c) * h * w;
-      for (int y = 0; y < h; y++)
-        for (int x = 0; x < w; x++) dst[y * w + x] = src[(size_t)y * k + x];
+      const float *src = wg + ((size_t)f * cg + c) * kk;
+      float *dst = wp + (size_t)f * ohw * row + (size_t)c * hw;
+      for (int o = 0; o < ohw; o++, dst += row)
+        for (int q = 0; q < hw; q++) {
+          const int t = tab[o * hw + q];
+          dst[q] = t < 0 ? 0.f : src[t];
+        }
     }
 }
 
+/* dW (fg x cg x k x k) += the taps of dWwin (laid out as Wwin). */
 static void window_unpack_add(const conv_priv *p, const cnnb_layer *l, const float *wp, float *gg)
 {
-  const int cg = l->in.c / p->groups, fg = p->filters / p->groups, k = p->size, h = l->in.h, w = l->in.w;
-  if (h == 1 && w == 1) {
-    const size_t kk = (size_t)k * k, off = (size_t)p->pad * k + p->pad, n = (size_t)fg * cg;
-    for (size_t i = 0; i < n; i++) gg[i * kk + off] += wp[i];
+  const int cg = l->in.c / p->groups, fg = p->filters / p->groups, hw = l->in.h * l->in.w;
+  const int ohw = l->out.h * l->out.w;
+  const size_t kk = (size_t)p->size * p->size, row = (size_t)cg * hw;
+  const int *tab = p->taps;
+  if (hw == 1 && ohw == 1 && tab[0] >= 0) {
+    const size_t n = (size_t)fg * cg;
+    const int t = tab[0];
+    for (size_t i = 0; i < n; i++) gg[i * kk + t] += wp[i];
     return;
   }
   for (int f = 0; f < fg; f++)
     for (int c = 0; c < cg; c++) {
-      float *dst = gg + ((size_t)f * cg + c) * k * k + (size_t)p->pad * k + p->pad;
-      const float *src = wp + ((size_t)f * cg + c) * h * w;
-      for (int y = 0; y < h; y++)
-        for (int x = 0; x < w; x++) dst[(size_t)y * k + x] += src[y * w + x];
+      float *dst = gg + ((size_t)f * cg + c) * kk;
+      const float *src = wp + (size_t)f * ohw * row + (size_t)c * hw;
+      for (int o = 0; o < ohw; o++, src += row)
+        for (int q = 0; q < hw; q++) {
+          const int t = tab[o * hw + q];
+          if (t >= 0) dst[t] += src[q];
+        }
     }
 }
 
@@ -192,14 +252,15 @@ static void conv_forward_window(cnnb_layer *l, cnnb_net *net)
 {
   conv_priv *p = l->priv;
   const int C = l->in.c, F = p->filters, G = p->groups, cg = C / G, fg = F / G;
-  const int hw = l->in.h * l->in.w, kw = cg * hw, kk = cg * p->size * p->size;
+  const int hw = l->in.h * l->in.w, ohw = l->out.h * l->out.w, kw = cg * hw, kk = cg * p->size * p->size;
+  const int nw = fg * ohw; /* rows of Wwin per group */
   const float *weights = l->param[p->p_weights].data;
   for (int g = 0; g < G; g++) {
-    float *wp = p->wwin + (size_t)g * fg * kw;
+    float *wp = p->wwin + (size_t)g * nw * kw;
     window_pack(p, l, weights + (size_t)g * fg * kk, wp);
-    /* out (B x fg, ld F) = in (B x kw, ld C*hw) * Wwin^T */
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, net->batch, fg, kw, 1.f, l->input + (size_t)g * kw,
-                C * hw, wp, kw, 0.f, l->output + (size_t)g * fg, F);
+    /* out (B x nw, ld F*ohw) = in (B x kw, ld C*hw) * Wwin^T */
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, net->batch, nw, kw, 1.f, l->input + (size_t)g * kw,
+                C * hw, wp, kw, 0.f, l->output + (size_t)g * nw, F * ohw);
   }
 }
 
@@ -207,18 +268,112 @@ static void conv_backward_window(cnnb_layer *l, cnnb_net *net, float *gw)
 {
   conv_priv *p = l->priv;
   const int C = l->in.c, F = p->filters, G = p->groups, cg = C / G, fg = F / G;
-  const int hw = l->in.h * l->in.w, kw = cg * hw, kk = cg * p->size * p->size;
+  const int hw = l->in.h * l->in.w, ohw = l->out.h * l->out.w, kw = cg * hw, kk = cg * p->size * p->size;
+  const int nw = fg * ohw;
   for (int g = 0; g < G; g++) {
-    if (gw) { /* dWwin (fg x kw) = delta^T (fg x B) * in (B x kw), added into the window of dW */
-      cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, fg, kw, net->batch, 1.f, l->delta + (size_t)g * fg, F,
-                  l->input + (size_t)g * kw, C * hw, 0.f, net->workspace, kw);
+    if (gw) { /* dWwin (nw x kw) = delta^T (nw x B) * in (B x kw), added into the taps of dW */
+      cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, nw, kw, net->batch, 1.f, l->delta + (size_t)g * nw,
+                  F * ohw, l->input + (size_t)g * kw, C * hw, 0.f, net->workspace, kw);
       window_unpack_add(p, l, net->workspace, gw + (size_t)g * fg * kk);
     }
-    if (l->input_delta) { /* dIn (B x kw) += delta (B x fg) * Wwin (fg x kw), packed by forward */
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, net->batch, kw, fg, 1.f, l->delta + (size_t)g * fg, F,
-                  p->wwin + (size_t)g * fg * kw, kw, 1.f, l->input_delta + (size_t)g * kw, C * hw);
+    if (l->input_delta) { /* dIn (B x kw) += delta (B x nw) * Wwin (nw x kw), packed by forward */
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, net->batch, kw, nw, 1.f, l->delta + (size_t)g * nw,
+                  F * ohw, p->wwin + (size_t)g * nw * kw, kw, 1.f, l->input_delta + (size_t)g * kw, C * hw);
     }
   }
+}
+
+/* Depthwise path (groups = channels = filters, as in MobileNet-style and face nets): each
+ * output plane is its input plane filtered by k*k taps. Through im2col each group was a 1 x N x
+ * k*k GEMM, a dozen times slower per multiply-add than a dense layer; here every tap is one
+ * multiply-add over a row segment whose taps lie inside the image (dw_range), with no column
+ * matrix and no padding zeros. */
+static inline void dw_range(int ow, int w, int kx, int stride, int pad, int *lo, int *hi)
+{
+  /* output columns ox with 0 <= ox*stride - pad + kx < w */
+  const int a = pad - kx, b = w - 1 + pad - kx;
+  int l = a <= 0 ? 0 : (a + stride - 1) / stride, h = b < 0 ? 0 : b / stride + 1;
+  if (h > ow) h = ow;
+  if (l > h) l = h;
+  *lo = l;
+  *hi = h;
+}
+
+static void conv_forward_dw(cnnb_layer *l, cnnb_net *net)
+{
+  const conv_priv *p = l->priv;
+  const int C = l->in.c, H = l->in.h, W = l->in.w, oh = l->out.h, ow = l->out.w, k = p->size, s = p->stride;
+  const float *weights = l->param[p->p_weights].data;
+  for (int b = 0; b < net->batch; b++)
+    for (int c = 0; c < C; c++) {
+      const float *in = l->input + ((size_t)b * C + c) * H * W, *wc = weights + (size_t)c * k * k;
+      float *out = l->output + ((size_t)b * C + c) * oh * ow;
+      for (int i = 0; i < oh * ow; i++) out[i] = 0.f;
+      for (int ky = 0; ky < k; ky++)
+        for (int kx = 0; kx < k; kx++) {
+          const float wt = wc[ky * k + kx];
+          int lo, hi;
+          dw_range(ow, W, kx, s, p->pad, &lo, &hi);
+          for (int oy = 0; oy < oh; oy++) {
+            const int iy = oy * s - p->pad + ky;
+            if (iy < 0 || iy >= H || lo >= hi) continue;
+            const float *restrict src = in + (size_t)iy * W + (lo * s - p->pad + kx);
+            float *restrict dst = out + (size_t)oy * ow + lo;
+            if (s == 1) /* contiguous: vectorised */
+              for (int x = 0; x < hi - lo; x++) dst[x] += wt * src[x];
+            else
+              for (int x = 0; x < hi - lo; x++) dst[x] += wt * src[(size_t)x * s];
+          }
+        }
+    }
+}
+
+/* dW[c, tap] += sum of delta * input over the tap's valid outputs; dIn += w * delta on the same
+ * positions. delta has already been through the activation and batch norm. */
+static void conv_backward_dw(cnnb_layer *l, cnnb_net *net, float *gw)
+{
+  const conv_priv *p = l->priv;
+  const int C = l->in.c, H = l->in.h, W = l->in.w, oh = l->out.h, ow = l->out.w, k = p->size, s = p->stride;
+  const float *weights = l->param[p->p_weights].data;
+  for (int b = 0; b < net->batch; b++)
+    for (int c = 0; c < C; c++) {
+      const size_t io = ((size_t)b * C + c) * H * W;
+      const float *in = l->input + io, *d = l->delta + ((size_t)b * C + c) * oh * ow;
+      float *din = l->input_delta ? l->input_delta + io : NULL;
+      for (int ky = 0; ky < k; ky++)
+        for (int kx = 0; kx < k; kx++) {
+          const int t = c * k * k + ky * k + kx;
+          int lo, hi;
+          dw_range(ow, W, kx, s, p->pad, &lo, &hi);
+          float acc = 0.f;
+          for (int oy = 0; oy < oh; oy++) {
+            const int iy = oy * s - p->pad + ky;
+            if (iy < 0 || iy >= H || lo >= hi) continue;
+            const size_t off = (size_t)iy * W + (lo * s - p->pad + kx);
+            const float *restrict dr = d + (size_t)oy * ow + lo;
+            const int n = hi - lo;
+            if (gw) { /* a dot product: 8 partial sums so that it vectorises without -ffast-math */
+              const float *restrict src = in + off;
+              float part[8] = {0};
+              int x = 0;
+              if (s == 1)
+                for (; x + 8 <= n; x += 8)
+                  for (int j = 0; j < 8; j++) part[j] += dr[x + j] * src[x + j];
+              for (; x < n; x++) part[0] += dr[x] * src[(size_t)x * s];
+              acc += ((part[0] + part[1]) + (part[2] + part[3])) + ((part[4] + part[5]) + (part[6] + part[7]));
+            }
+            if (din) {
+              const float wt = weights[t];
+              float *restrict dst = din + off;
+              if (s == 1)
+                for (int x = 0; x < n; x++) dst[x] += wt * dr[x];
+              else
+                for (int x = 0; x < n; x++) dst[(size_t)x * s] += wt * dr[x];
+            }
+          }
+          if (gw) gw[t] += acc;
+        }
+    }
 }
 
 static void conv_forward(cnnb_layer *l, cnnb_net *net)
@@ -227,12 +382,27 @@ static void conv_forward(cnnb_layer *l, cnnb_net *net)
   const int C = l->in.c, H = l->in.h, W = l->in.w, F = p->filters, G = p->groups;
   const int cg = C / G, fg = F / G, ohw = l->out.h * l->out.w, kk = cg * p->size * p->size;
   const float *weights = l->param[p->p_weights].data;
-  if (p->window) conv_forward_window(l, net);
-  for (int b0 = p->window ? net->batch : 0; b0 < net->batch; b0 += p->chunk) {
+  if (p->depthwise)
+    conv_forward_dw(l, net);
+  else if (p->window)
+    conv_forward_window(l, net);
+  for (int b0 = p->window || p->depthwise ? net->batch : 0; b0 < net->batch; b0 += p->chunk) {
     const int nb = net->batch - b0 < p->chunk ? net->batch - b0 : p->chunk;
     const size_t ld = (size_t)nb * ohw;
     for (int g = 0; g < G; g++) {
       const float *wg = weights + (size_t)g * fg * kk;
+      if (nb == 1 && p->band_rows) { /* a large image: bands of output rows (conv_setup) */
+        const int oh = l->out.h, ow = l->out.w;
+        float *out = l->output + ((size_t)b0 * F + (size_t)g * fg) * ohw;
+        for (int y0 = 0; y0 < oh; y0 += p->band_rows) {
+          const int y1 = y0 + p->band_rows < oh ? y0 + p->band_rows : oh, n = (y1 - y0) * ow;
+          cnnb_im2col_rows(in_at(l, b0, g, cg), cg, H, W, p->size, p->stride, p->pad, y0, y1, net->workspace,
+                           (size_t)n);
+          cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, fg, n, kk, 1.f, wg, kk, net->workspace, n, 0.f,
+                      out + (size_t)y0 * ow, ohw);
+        }
+        continue;
+      }
       if (nb == 1) { /* one sample: the GEMM writes the output in place */
         const float *col = in_at(l, b0, g, cg);
         if (!p->direct) {
@@ -302,6 +472,10 @@ static void conv_backward(cnnb_layer *l, cnnb_net *net)
       }
   }
   if (!gw && !l->input_delta) return;
+  if (p->depthwise) {
+    conv_backward_dw(l, net, gw);
+    return;
+  }
   if (p->window) {
     conv_backward_window(l, net, gw);
     return;
@@ -370,6 +544,7 @@ static void conv_free(cnnb_layer *l)
   if (!p) return;
   if (p->bn_on) cnnb_bn_free(&p->bn);
   free(p->wwin);
+  free(p->taps);
   free(p);
   l->priv = NULL;
 }

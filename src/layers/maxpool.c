@@ -91,6 +91,56 @@ static void maxpool_forward_2x2(const float *in, float *out, int *am, int planes
     }
 }
 
+/* Any window, stride and padding: the part of each window inside the image is found once per
+ * output (no bounds test per element), and the running maximum is kept by selects, with the same
+ * winner as a compare-and-branch loop (the first maximum in row-major window order; a NaN first
+ * element stays the winner). maxpool_forward calls it with k = 3 and 2 as constants, so that
+ * the window loops of the stem's 3x3/2 pad-1 pool of ResNet and of yolov3-tiny's 2x2/1 unroll. */
+static inline void maxpool_forward_k(const maxpool_priv *p, const float *in, float *out, int *am, int planes,
+                                     int H, int W, int OH, int OW, const int k)
+{
+  const int off = -p->pad / 2, sy = p->stride_y, sx = p->stride_x;
+  for (int c = 0; c < planes; c++)
+    for (int i = 0; i < OH; i++) {
+      const int y0 = off + i * sy;
+      const int u0 = y0 < 0 ? -y0 : 0, u1 = H - y0 < k ? H - y0 : k;
+      float *o = out + ((size_t)c * OH + i) * OW;
+      int *m = am + ((size_t)c * OH + i) * OW;
+      for (int j = 0; j < OW; j++) {
+        const int x0 = off + j * sx;
+        const int v0 = x0 < 0 ? -x0 : 0, v1 = W - x0 < k ? W - x0 : k;
+        if (u0 >= u1 || v0 >= v1) { /* a window wholly in padding: cannot occur with padding < size */
+          o[j] = 0.0f;
+          m[j] = -1;
+          continue;
+        }
+        int bi = (c * H + y0 + u0) * W + x0 + v0;
+        float best = in[bi];
+        if (u0 == 0 && u1 == k && v0 == 0 && v1 == k) { /* inside the image: fixed trip counts */
+          for (int u = 0; u < k; u++) {
+            const int r = (c * H + y0 + u) * W + x0;
+            for (int v = 0; v < k; v++) {
+              const float x = in[r + v];
+              bi = x > best ? r + v : bi;
+              best = x > best ? x : best;
+            }
+          }
+        } else {
+          for (int u = u0; u < u1; u++) {
+            const int r = (c * H + y0 + u) * W + x0;
+            for (int v = v0; v < v1; v++) {
+              const float x = in[r + v];
+              bi = x > best ? r + v : bi;
+              best = x > best ? x : best;
+            }
+          }
+        }
+        o[j] = best;
+        m[j] = bi;
+      }
+    }
+}
+
 static void maxpool_forward(cnnb_layer *l, cnnb_net *net)
 {
   const maxpool_priv *p = l->priv;
@@ -107,28 +157,12 @@ static void maxpool_forward(cnnb_layer *l, cnnb_net *net)
     const float *in = l->input + b * insz;
     float *out = l->output + b * outsz;
     int *am = p->argmax + b * outsz;
-    for (int c = 0; c < C; c++)
-      for (int i = 0; i < OH; i++)
-        for (int j = 0; j < OW; j++) {
-          float best = -FLT_MAX;
-          int bi = -1;
-          for (int u = 0; u < p->size; u++) {
-            int y = off + i * p->stride_y + u;
-            if (y < 0 || y >= H) continue;
-            for (int v = 0; v < p->size; v++) {
-              int x = off + j * p->stride_x + v;
-              if (x < 0 || x >= W) continue;
-              int idx = (c * H + y) * W + x;
-              if (bi < 0 || in[idx] > best) {
-                best = in[idx];
-                bi = idx;
-              }
-            }
-          }
-          int o = (c * OH + i) * OW + j;
-          out[o] = bi < 0 ? 0.0f : best; /* a window wholly in padding: cannot occur with padding < size */
-          am[o] = bi;
-        }
+    if (p->size == 3)
+      maxpool_forward_k(p, in, out, am, C, H, W, OH, OW, 3);
+    else if (p->size == 2)
+      maxpool_forward_k(p, in, out, am, C, H, W, OH, OW, 2);
+    else
+      maxpool_forward_k(p, in, out, am, C, H, W, OH, OW, p->size);
   }
 }
 
