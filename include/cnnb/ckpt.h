@@ -29,4 +29,13 @@ int cnnb_ckpt_load(const char *path, cnnb_net *net, cnnb_optim *opt, cnnb_ckpt_m
 /* Returns a malloc'ed copy of the model text stored in a checkpoint, or NULL with an error. */
 char *cnnb_ckpt_model_text(const char *path);
 
+/* 1 when path starts with HDF5's signature (a checkpoint), 0 when it does not (a Darknet
+ * .weights file, say), a negative status with an error naming path when it cannot be read. */
+int cnnb_weights_is_ckpt(const char *path);
+/* Loads the weights of an already built net from path: a checkpoint (by HDF5's signature,
+ * through cnnb_ckpt_load) or else a Darknet .weights file (cnnb_darknet_weights_load). What the
+ * bulk and evaluation commands take as --weights. Returns 0, or a negative status with an error
+ * that names path (and the layer and shapes when they do not match). */
+int cnnb_weights_load(cnnb_net *net, const char *path);
+
 #endif

@@ -1,7 +1,9 @@
-/* Rank plans, row buffers and resumable chunk files of the bulk commands (cmd/chunks.h). */
+/* Rank plans, row buffers, resumable chunk files and stop-after-chunk of the bulk commands
+ * (cmd/chunks.h). */
 #include "cmd/chunks.h"
 
 #include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,8 +12,7 @@
 
 #include "cnnb/error.h"
 
-/* Room for n more rows. */
-static int rows_reserve(cnnb_rows *b, size_t n)
+int cnnb_rows_reserve(cnnb_rows *b, size_t n)
 {
   if (b->n + n <= b->cap) return 0;
   size_t cap = b->cap ? b->cap : 256;
@@ -24,7 +25,7 @@ static int rows_reserve(cnnb_rows *b, size_t n)
 
 int cnnb_rows_push(cnnb_rows *b, const void *rows, size_t n)
 {
-  int rc = rows_reserve(b, n);
+  int rc = cnnb_rows_reserve(b, n);
   if (rc) return rc;
   if (n) memcpy(b->p + b->n * b->rowsize, rows, n * b->rowsize);
   b->n += n;
@@ -92,9 +93,9 @@ int cnnb_chunk_load(const char *work, const char *tag, long k, uint64_t key, lon
   int64_t *c = ok ? malloc(sizeof *c * (size_t)(nimg > 0 ? nimg : 1)) : NULL;
   ok = ok && c && fread(c, 8, (size_t)nimg, f) == (size_t)nimg;
   long long total = 0;
-  for (long i = 0; ok && i < nimg; i++) ok = c[i] >= 0, total += c[i];
+  for (long i = 0; ok && i < nimg; i++) ok = (counts ? c[i] >= 0 : c[i] == 1), total += c[i];
   const size_t r0 = rows->n;
-  ok = ok && total < (1LL << 31) && !rows_reserve(rows, (size_t)total);
+  ok = ok && total < (1LL << 31) && !cnnb_rows_reserve(rows, (size_t)total);
   if (ok && total) ok = fread(rows->p + rows->n * rows->rowsize, rows->rowsize, (size_t)total, f) == (size_t)total;
   ok = ok && fgetc(f) == EOF;
   fclose(f);
@@ -104,7 +105,7 @@ int cnnb_chunk_load(const char *work, const char *tag, long k, uint64_t key, lon
     return 1;
   }
   rows->n += (size_t)total;
-  for (long i = 0; i < nimg; i++) counts[i] = c[i];
+  for (long i = 0; counts && i < nimg; i++) counts[i] = c[i];
   free(c);
   return 0;
 }
@@ -120,7 +121,7 @@ void cnnb_chunk_save(const char *work, const char *tag, long k, uint64_t key, lo
   int64_t m = nimg;
   int ok = fprintf(f, "cnnb-%s-chunk 1 %016llx\n", tag, (unsigned long long)key) > 0 && fwrite(&m, 8, 1, f) == 1;
   for (long i = 0; i < nimg && ok; i++) {
-    int64_t c = counts[i];
+    int64_t c = counts ? counts[i] : 1;
     ok = fwrite(&c, 8, 1, f) == 1;
   }
   if (ok && nrows) ok = fwrite(rows, rowsize, nrows, f) == nrows;
@@ -136,4 +137,51 @@ void cnnb_chunks_cleanup(const cnnb_dist *d, const char *work, long k0, long k1)
   }
   MPI_Barrier(d->comm);
   if (d->rank == 0) rmdir(work);
+}
+
+/* The signal that asked to stop (0: none); set by the handler, read between chunks. */
+static volatile sig_atomic_t stop_signal;
+
+static void on_stop_signal(int sig) { stop_signal = sig; }
+
+void cnnb_chunks_catch_stop(void)
+{
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = on_stop_signal;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGTERM, &sa, NULL);
+  sigaction(SIGUSR1, &sa, NULL);
+}
+
+void cnnb_chunks_loop_init(cnnb_chunk_loop *l, const cnnb_dist *d, long nchunks, long k0, long k1)
+{
+  l->d = d, l->k0 = k0, l->k1 = k1, l->step = 0, l->stopped = 0;
+  l->steps = (nchunks + d->size - 1) / d->size; /* the first ranks of the plan take one more */
+}
+
+int cnnb_chunks_next(cnnb_chunk_loop *l, int err, long *k)
+{
+  while (!l->stopped && l->step < l->steps) {
+    int mine = stop_signal != 0 || err != 0, any = 0;
+    MPI_Allreduce(&mine, &any, 1, MPI_INT, MPI_MAX, l->d->comm);
+    l->stopped = any;
+    *k = l->k0 + l->step++;
+    if (!any && *k < l->k1) return 1;
+  }
+  return 0;
+}
+
+int cnnb_chunks_stopped(const cnnb_dist *d, const char *cmd, const char *what, long long computed, long long resumed,
+                        long total, const char *work)
+{
+  long long mine[2] = {computed, resumed}, sums[2] = {0, 0};
+  MPI_Reduce(mine, sums, 2, MPI_LONG_LONG, MPI_SUM, 0, d->comm);
+  if (d->rank == 0) {
+    printf("%s: stopped by a signal: %lld %s computed in this run, %lld of %ld saved in %s; run the same command "
+           "again to continue\n",
+           cmd, sums[0], what, sums[0] + sums[1], total, work);
+    fflush(stdout);
+  }
+  return CNNB_EINTR;
 }

@@ -13,16 +13,6 @@
 #include "cnnb/tfjs.h"
 #include "layers/heads.h"
 
-static int is_hdf5(const char *path)
-{
-  unsigned char m[8] = {0};
-  FILE *f = fopen(path, "rb");
-  if (!f) return 0;
-  size_t k = fread(m, 1, 8, f);
-  fclose(f);
-  return k == 8 && !memcmp(m, "\x89HDF\r\n\x1a\n", 8);
-}
-
 /* A seeded network whose batch-norm statistics and affine terms are not the identity, so that
  * a comparison against another implementation exercises every array of the file. In the
  * convolution that feeds a detection head, gain multiplies the weights of the objectness and
@@ -132,7 +122,7 @@ int cnnb_cmd_convert(int argc, char **argv)
       seeded_init(net, (unsigned long long)seed, (float)gain);
       rc = cnnb_darknet_weights_save(net, out, 0);
       what = "seeded Darknet weights";
-    } else if (!rc && is_hdf5(pos[1])) {
+    } else if (!rc && cnnb_weights_is_ckpt(pos[1]) > 0 /* unreadable: the .weights reader names it */) {
       cnnb_ckpt_meta m;
       memset(&m, 0, sizeof m);
       rc = cnnb_ckpt_load(pos[1], net, NULL, &m);

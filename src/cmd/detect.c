@@ -7,7 +7,8 @@
  * and each chunk is one forward of the same images, so 1 and 4 ranks give identical bytes.
  * Resuming: every finished chunk is saved under OUT.work/ (cmd/chunks.h, with a key of the
  * model, weights, data and thresholds); a rerun of the same command loads those chunks instead
- * of computing them; the directory is removed once OUT is complete. */
+ * of computing them; the directory is removed once OUT is complete. SIGUSR1 or SIGTERM make
+ * every rank stop after its current chunk (saved) and the command exit 3 (cmd/chunks.h). */
 #include <errno.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -29,17 +30,6 @@ typedef struct det_row {
   int32_t cls;
   float score, x, y, w, h;
 } det_row;
-
-static int load_weights(cnnb_net *net, const char *path)
-{
-  unsigned char m[8] = {0};
-  FILE *f = fopen(path, "rb");
-  if (!f) return cnnb_error(CNNB_EIO, "%s: %s", path, strerror(errno));
-  size_t k = fread(m, 1, 8, f);
-  fclose(f);
-  if (k == 8 && !memcmp(m, "\x89HDF\r\n\x1a\n", 8)) return cnnb_ckpt_load(path, net, NULL, NULL);
-  return cnnb_darknet_weights_load(net, path, NULL);
-}
 
 /* Comma-separated class names: from --names (one per line, Darknet's .names files) or 0..K-1. */
 static char *class_names(const char *path, int k)
@@ -88,7 +78,8 @@ int cnnb_cmd_detect(int argc, char **argv)
     "Darknet's letterbox and decoding; writes one row per box and class: /image, /class, /score,\n"
     "/box (x, y, w, h: centre and size in the original image's pixels), and /offsets (N+1: rows\n"
     "of image i are offsets[i]..offsets[i+1]). W: Darknet .weights or a cnn-batch checkpoint.\n"
-    "A rerun after an interruption resumes from the chunks saved in DETS.h5.work/.";
+    "A rerun after an interruption resumes from the chunks saved in DETS.h5.work/; SIGUSR1 or SIGTERM\n"
+    "make every rank stop after its current chunk and exit with code 3.";
   const char *weights = NULL, *data = NULL, *out = NULL, *thresh_s = "0.25", *nms_s = "0.45", *batch_s = "8",
              *names = NULL;
   cnnb_opt opts[] = {{"weights", "W", "Darknet .weights or cnn-batch checkpoint", &weights, NULL},
@@ -112,6 +103,7 @@ int cnnb_cmd_detect(int argc, char **argv)
       cnnb_arg_float("detect", "nms", nms_s, 0, 1, &nms) || cnnb_arg_long("detect", "batch", batch_s, 1, 4096, &B))
     return CNNB_EXIT_USAGE;
 
+  cnnb_chunks_catch_stop();
   cnnb_dist d;
   cnnb_dist_init(&d, MPI_COMM_WORLD);
   cnnb_net *net = NULL;
@@ -131,7 +123,7 @@ int cnnb_cmd_detect(int argc, char **argv)
   int rc = cnnb_net_load(&net, pos[0], &no);
   if (!rc && !cnnb_detect_has_heads(net))
     rc = cnnb_error(CNNB_ECFG, "%s: no [yolo] or [region] layer: not a detection model", pos[0]);
-  if (!rc) rc = load_weights(net, weights);
+  if (!rc) rc = cnnb_weights_load(net, weights);
   if (!rc) rc = cnnb_imageset_open(&set, data);
   if (!rc && !(cls_names = class_names(names, cnnb_detect_num_classes(net))))
     rc = names ? CNNB_EIO : cnnb_error(CNNB_ENOMEM, "out of memory");
@@ -172,7 +164,9 @@ int cnnb_cmd_detect(int argc, char **argv)
   dets = malloc(sizeof *dets * (cap ? cap : 1));
   if (!x || !scratch || !px || !dets) lrc = cnnb_error(CNNB_ENOMEM, "detect: out of memory");
   long computed = 0, resumed = 0;
-  for (long k = k0; k < k1 && !lrc; k++) {
+  cnnb_chunk_loop loop;
+  cnnb_chunks_loop_init(&loop, &d, nchunks, k0, k1);
+  for (long k; cnnb_chunks_next(&loop, lrc, &k);) { /* all ranks stop together on a signal or an error */
     const long a = k * B, m = (a + B < N ? a + B : N) - a;
     if (!cnnb_chunk_load(work, "detect", k, key, m, counts + a, &rows)) {
       resumed += m;
@@ -185,7 +179,7 @@ int cnnb_cmd_detect(int argc, char **argv)
       lrc = cnnb_imageset_read(set, a + i, px);
       if (!lrc) cnnb_letterbox(px, ih[i], iw[i], 3, x + (size_t)i * insz, H, W, C, scratch);
     }
-    if (lrc) break;
+    if (lrc) continue; /* the next check ends the loop on every rank */
     cnnb_net_forward(net, x, (int)m);
     for (long i = 0; i < m && !lrc; i++) {
       int nd = cnnb_detect(net, (int)i, iw[i], ih[i], (float)thresh, (float)nms, dets, cap);
@@ -204,6 +198,7 @@ int cnnb_cmd_detect(int argc, char **argv)
     computed += m;
   }
   rc = cnnb_dist_agree(&d, lrc);
+  if (!rc && loop.stopped) rc = cnnb_chunks_stopped(&d, "detect", "images", computed, resumed, N, work);
   if (rc) goto done;
 
   /* Where every rank's rows go: exclusive prefix sum of the row counts. */
@@ -270,7 +265,7 @@ int cnnb_cmd_detect(int argc, char **argv)
   if (!rc && d.rank == 0)
     printf("wrote %s: %lld boxes in %ld images (%lld computed, %lld resumed)\n", out, total, N, sums[1], sums[0]);
 done:
-  if (rc) cnnb_job_fail(&d, "detect");
+  if (rc && rc != CNNB_EINTR) cnnb_job_fail(&d, "detect");
   cnnb_outfile_abort(of);
   free(rows.p);
   free(x);
@@ -282,5 +277,5 @@ done:
   free(cls_names);
   cnnb_imageset_close(set);
   cnnb_net_free(net);
-  return rc ? CNNB_EXIT_FAIL : CNNB_EXIT_OK;
+  return rc == CNNB_EINTR ? CNNB_EXIT_STOPPED : rc ? CNNB_EXIT_FAIL : CNNB_EXIT_OK;
 }

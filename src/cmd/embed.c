@@ -6,17 +6,15 @@
  * the model hash, the input and the batch; a rerun of the same command (after a failure, a kill,
  * or SIGUSR1/SIGTERM, which make every rank stop after its current chunk and exit 3) loads those
  * chunks instead of computing them. At the end all ranks write their rows into OUT with
- * parallel HDF5 and OUT.work/ is removed. */
-#include <errno.h>
-#include <signal.h>
+ * parallel HDF5 and OUT.work/ is removed. Plan, chunk files, stopping and cleanup are the
+ * other bulk commands' (cmd/chunks.h), with one row per crop. */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include "cmd/args.h"
+#include "cmd/chunks.h"
 #include "cmd/cmd.h"
 #include "cmd/job.h"
 #include "cnnb/ckpt.h"
@@ -24,48 +22,6 @@
 #include "cnnb/error.h"
 #include "cnnb/match.h"
 #include "io/h5util.h"
-
-static volatile sig_atomic_t stop_requested;
-static void on_signal(int sig) { stop_requested = sig; }
-
-static int load_weights(cnnb_net *net, const char *path)
-{
-  unsigned char m[8] = {0};
-  FILE *f = fopen(path, "rb");
-  if (!f) return cnnb_error(CNNB_EIO, "%s: %s", path, strerror(errno));
-  size_t k = fread(m, 1, 8, f);
-  fclose(f);
-  if (k == 8 && !memcmp(m, "\x89HDF\r\n\x1a\n", 8)) return cnnb_ckpt_load(path, net, NULL, NULL);
-  return cnnb_darknet_weights_load(net, path, NULL);
-}
-
-/* Chunk k's file: "cnnb-embed-chunk 1 KEY\n", int64 rows, int64 dim, rows x dim float32. */
-static void chunk_path(char *buf, size_t n, const char *work, long k) { snprintf(buf, n, "%s/chunk-%09ld", work, k); }
-
-static int chunk_load(const char *path, const char *key, long m, int dim, float *out)
-{
-  FILE *f = fopen(path, "rb");
-  if (!f) return 1;
-  char line[128], want[128];
-  snprintf(want, sizeof want, "cnnb-embed-chunk 1 %s\n", key);
-  int64_t h[2] = {-1, -1};
-  int ok = fgets(line, sizeof line, f) && !strcmp(line, want) && fread(h, 8, 2, f) == 2 && h[0] == m && h[1] == dim &&
-           fread(out, sizeof *out * (size_t)dim, (size_t)m, f) == (size_t)m && fgetc(f) == EOF;
-  fclose(f);
-  return ok ? 0 : 1; /* stale or damaged: computed again */
-}
-
-static void chunk_save(const char *path, const char *key, long m, int dim, const float *e)
-{
-  char tmp[4300];
-  snprintf(tmp, sizeof tmp, "%s.tmp", path);
-  FILE *f = fopen(tmp, "wb");
-  if (!f) return; /* resuming is a convenience: failing to record a chunk is not an error */
-  int64_t h[2] = {m, dim};
-  int ok = fprintf(f, "cnnb-embed-chunk 1 %s\n", key) > 0 && fwrite(h, 8, 2, f) == 2 &&
-           fwrite(e, sizeof *e * (size_t)dim, (size_t)m, f) == (size_t)m;
-  if (fclose(f) || !ok || rename(tmp, path)) remove(tmp);
-}
 
 /* The optional /ids (int64) and /names (strings) of rows [lo, hi) of the input, read by this rank
  * alone. names: (hi - lo) x *namelen chars, NUL-padded; *namelen is the longest name + 1 over
@@ -257,22 +213,17 @@ int cnnb_cmd_embed(int argc, char **argv)
   if (cnnb_arg_long("embed", "batch", batch_s, 1, 65536, &B) || cnnb_arg_long("embed", "max-rows", max_s, 0, 1L << 40, &maxrows))
     return CNNB_EXIT_USAGE;
 
-  struct sigaction sa;
-  memset(&sa, 0, sizeof sa);
-  sa.sa_handler = on_signal;
-  sigaction(SIGTERM, &sa, NULL);
-  sigaction(SIGUSR1, &sa, NULL);
-
+  cnnb_chunks_catch_stop();
   const double t_start = cnnb_now();
   cnnb_dist d;
   cnnb_dist_init(&d, MPI_COMM_WORLD);
   cnnb_net *net = NULL;
   cnnb_dataset *ds = NULL;
   cnnb_outfile *of = NULL;
-  float *x = NULL, *emb = NULL;
-  long *plan = NULL;
+  float *x = NULL;
+  cnnb_rows rows = {NULL, 0, 0, 0}; /* my embeddings, D floats a row, in order */
   long long *ids = NULL, *labs = NULL;
-  char *names = NULL, work[4096], path[4200], hash[65] = "", key[65] = "";
+  char *names = NULL, work[4096], hash[65] = "";
   int namelen = 0;
   crop_reader rd = {.f = -1, .d = -1};
   snprintf(work, sizeof work, "%s.work", out);
@@ -281,7 +232,7 @@ int cnnb_cmd_embed(int argc, char **argv)
   no.max_batch = (int)B;
   no.quiet = d.rank != 0;
   int rc = cnnb_net_load(&net, pos[0], &no);
-  if (!rc) rc = load_weights(net, weights);
+  if (!rc) rc = cnnb_weights_load(net, weights);
   if (!rc) rc = cnnb_job_open_data(&ds, data, net, &da, 0);
   if (!rc && d.rank == 0) rc = cnnb_model_hash(pos[0], weights, hash);
   rc = cnnb_dist_agree(&d, rc);
@@ -292,85 +243,59 @@ int cnnb_cmd_embed(int argc, char **argv)
   if (maxrows && maxrows < N) N = maxrows;
   const long nchunks = (N + B - 1) / B;
   const int D = cnnb_job_num_outputs(net);
-  /* Rank 0 plans contiguous runs of chunks per rank and broadcasts them. */
-  plan = malloc(sizeof *plan * 2 * (size_t)d.size);
-  int lrc = plan ? 0 : cnnb_error(CNNB_ENOMEM, "out of memory");
-  rc = cnnb_dist_agree(&d, lrc);
+  long k0 = 0, k1 = 0;
+  rc = cnnb_chunks_plan(&d, nchunks, &k0, &k1);
+  if (!rc) rc = cnnb_chunks_workdir(&d, work);
   if (rc) goto done;
-  if (d.rank == 0)
-    for (int r = 0; r < d.size; r++) {
-      long q = nchunks / d.size, m = nchunks % d.size;
-      plan[2 * r] = r * q + (r < m ? r : m);
-      plan[2 * r + 1] = plan[2 * r] + q + (r < m);
-    }
-  MPI_Bcast(plan, 2 * d.size, MPI_LONG, 0, d.comm);
-  const long k0 = plan[2 * d.rank], k1 = plan[2 * d.rank + 1];
   const long lo = k0 * B < N ? k0 * B : N, hi = k1 * B < N ? k1 * B : N, my = hi - lo;
 
-  /* Chunks are valid for the same model bytes, input file, normalisation, batch and count. */
+  /* Chunks are valid for the same model bytes, input file (path, size, time), normalisation,
+   * batch and count: rank 0 hashes them (the ranks may see the file differently). */
+  uint64_t key = 0;
   if (d.rank == 0) {
-    cnnb_sha256 s;
-    unsigned char dg[32];
-    char buf[512];
-    struct stat st;
-    long long sz[2] = {0, 0};
-    if (!stat(data, &st)) sz[0] = (long long)st.st_size, sz[1] = (long long)st.st_mtime;
+    char ks[128];
     float mean[CNNB_MAX_CHANNELS] = {0}, sd[CNNB_MAX_CHANNELS] = {0};
     cnnb_dataset_norm(ds, mean, sd);
-    cnnb_sha256_init(&s);
-    int k = snprintf(buf, sizeof buf, "%s %lld %lld %ld %ld %d", hash, sz[0], sz[1], B, N, D);
-    cnnb_sha256_update(&s, buf, (size_t)k);
-    cnnb_sha256_update(&s, data, strlen(data));
-    cnnb_sha256_update(&s, mean, sizeof mean);
-    cnnb_sha256_update(&s, sd, sizeof sd);
-    cnnb_sha256_final(&s, dg, key);
-    key[32] = 0;
-    if (mkdir(work, 0777) && errno != EEXIST) lrc = cnnb_error(CNNB_EIO, "%s: cannot create: %s", work, strerror(errno));
+    snprintf(ks, sizeof ks, "%ld %ld %d", B, N, D);
+    key = cnnb_fnv_file(cnnb_fnv_str(CNNB_FNV_INIT, hash), data);
+    key = cnnb_fnv_str(key, ks);
+    key = cnnb_fnv(cnnb_fnv(key, mean, sizeof mean), sd, sizeof sd);
   }
-  MPI_Bcast(key, sizeof key, MPI_CHAR, 0, d.comm);
-  if (!lrc) lrc = read_extras(data, cnnb_dataset_count(ds), lo, hi, &ids, &names, &namelen);
+  MPI_Bcast(&key, 1, MPI_UINT64_T, 0, d.comm);
+  int lrc = read_extras(data, cnnb_dataset_count(ds), lo, hi, &ids, &names, &namelen);
   if (!lrc) lrc = reader_open(&rd, data, da.images_name, ds, B);
   rc = cnnb_dist_agree(&d, lrc);
   if (rc) goto done;
 
   const size_t insz = cnnb_shape_size(net->in);
   x = malloc(sizeof *x * insz * (size_t)B);
-  emb = malloc(sizeof *emb * (size_t)D * (size_t)(my > 0 ? my : 1));
-  if (!x || !emb) lrc = cnnb_error(CNNB_ENOMEM, "embed: out of memory for %ld x %d embeddings", my, D);
+  rows.rowsize = sizeof(float) * (size_t)D;
+  if (!x || cnnb_rows_reserve(&rows, (size_t)(my > 0 ? my : 1)))
+    lrc = cnnb_error(CNNB_ENOMEM, "embed: out of memory for %ld x %d embeddings", my, D);
   long computed = 0, resumed = 0;
   double t_read = 0, t_write = 0;
-  int stopped = 0;
-  for (long k = k0; k < k1 && !lrc; k++) {
-    if (stop_requested) {
-      stopped = 1;
-      break;
-    }
+  cnnb_chunk_loop loop;
+  cnnb_chunks_loop_init(&loop, &d, nchunks, k0, k1);
+  for (long k; cnnb_chunks_next(&loop, lrc, &k);) { /* all ranks stop together on a signal or an error */
     const long a = k * B, m = (a + B < N ? a + B : N) - a;
-    float *e = emb + (size_t)(a - lo) * D;
-    chunk_path(path, sizeof path, work, k);
-    if (!chunk_load(path, key, m, D, e)) {
+    if (!cnnb_chunk_load(work, "embed", k, key, m, NULL, &rows)) {
       resumed += m;
       continue;
     }
     lrc = reader_read(&rd, data, a, m, x, &t_read);
-    if (lrc) break;
+    if (lrc) continue; /* the next check ends the loop on every rank */
     const float *y = cnnb_net_forward(net, x, (int)m);
-    memcpy(e, y, sizeof *e * (size_t)m * D);
-    chunk_save(path, key, m, D, e);
+    lrc = cnnb_rows_push(&rows, y, (size_t)m);
+    if (lrc) continue;
+    cnnb_chunk_save(work, "embed", k, key, m, NULL, y, (size_t)m, rows.rowsize);
     computed += m;
   }
   rc = cnnb_dist_agree(&d, lrc);
+  if (!rc && loop.stopped) rc = cnnb_chunks_stopped(&d, "embed", "crops", computed, resumed, N, work);
   if (rc) goto done;
-  long long st[3] = {stopped, computed, resumed}, sums[3];
-  MPI_Allreduce(st, sums, 3, MPI_LONG_LONG, MPI_SUM, d.comm);
-  if (sums[0]) {
-    if (d.rank == 0)
-      printf("embed: stopped by a signal: %lld crops computed in this run, %lld of %ld saved in %s; run the same "
-             "command again to continue\n",
-             sums[1], sums[1] + sums[2], N, work);
-    rc = CNNB_EINTR;
-    goto done;
-  }
+  const float *emb = (const float *)rows.p;
+  long long st[2] = {computed, resumed}, sums[3];
+  MPI_Allreduce(st, sums + 1, 2, MPI_LONG_LONG, MPI_SUM, d.comm);
 
   /* Labels (int64 in the output), ids and names of my rows. */
   const int *lab = cnnb_dataset_labels(ds);
@@ -421,13 +346,7 @@ int cnnb_cmd_embed(int argc, char **argv)
   }
   t_write = cnnb_now() - t0;
   if (!rc) {
-    /* complete: the saved chunks are no longer needed */
-    for (long k = k0; k < k1; k++) {
-      chunk_path(path, sizeof path, work, k);
-      remove(path);
-    }
-    MPI_Barrier(d.comm);
-    if (d.rank == 0) rmdir(work);
+    cnnb_chunks_cleanup(&d, work, k0, k1); /* complete: the saved chunks are no longer needed */
     double io[3] = {t_read + t_write, t_read, t_write}, wall = cnnb_now() - t_start;
     MPI_Allreduce(MPI_IN_PLACE, io, 3, MPI_DOUBLE, MPI_MAX, d.comm);
     if (d.rank == 0)
@@ -440,8 +359,7 @@ done:
   if (rc && rc != CNNB_EINTR) cnnb_job_fail(&d, "embed");
   cnnb_outfile_abort(of);
   free(x);
-  free(emb);
-  free(plan);
+  free(rows.p);
   free(ids);
   free(labs);
   free(names);

@@ -16,18 +16,6 @@
 #include "cnnb/detect.h"
 #include "cnnb/error.h"
 
-/* A cnn-batch checkpoint (HDF5 magic) or a Darknet .weights file. */
-static int load_weights(cnnb_net *net, const char *path)
-{
-  unsigned char m[8] = {0};
-  FILE *f = fopen(path, "rb");
-  if (!f) return cnnb_error(CNNB_EIO, "%s: cannot open", path);
-  size_t k = fread(m, 1, 8, f);
-  fclose(f);
-  if (k == 8 && !memcmp(m, "\x89HDF\r\n\x1a\n", 8)) return cnnb_ckpt_load(path, net, NULL, NULL);
-  return cnnb_darknet_weights_load(net, path, NULL);
-}
-
 int cnnb_cmd_eval_map(int argc, char **argv)
 {
   static const char *usage =
@@ -73,7 +61,7 @@ int cnnb_cmd_eval_map(int argc, char **argv)
   int rc = cnnb_net_load(&net, pos[0], &no);
   if (!rc && !cnnb_detect_has_heads(net))
     rc = cnnb_error(CNNB_ECFG, "%s: no [yolo] or [region] layer: eval --map needs a detection model", pos[0]);
-  if (!rc) rc = load_weights(net, weights);
+  if (!rc) rc = cnnb_weights_load(net, weights);
   if (!rc) rc = cnnb_boxdata_open(&bd, data, net);
   const int K = rc ? 0 : cnnb_detect_num_classes(net);
   if (!rc && !(ap = malloc(sizeof *ap * (size_t)K))) rc = cnnb_error(CNNB_ENOMEM, "out of memory");

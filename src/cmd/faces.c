@@ -6,7 +6,8 @@
  * all write their rows into one file with parallel HDF5. The chunk grid does not depend on the
  * rank count, so 1 and 4 ranks give the same bytes. Finished chunks are kept under OUT.work/
  * (keyed by the models' hashes, the data and the thresholds): a rerun after an interruption
- * computes only the missing ones. */
+ * computes only the missing ones. SIGUSR1 or SIGTERM make every rank stop after its current
+ * chunk (saved) and the command exit 3. */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -121,7 +122,8 @@ int cnnb_cmd_faces(int argc, char **argv)
     "descriptor. Writes one row per face: /photo, /score, /box (x, y, w, h: top-left corner and\n"
     "size in photo pixels), /landmarks (68 x 2), /descriptor (128), /aligned, and /offsets (N+1).\n"
     "DIR (default $CNNB_CACHE/face-models) holds the models written by tools/face-models.\n"
-    "A rerun after an interruption resumes from the chunks saved in FACES.h5.work/.";
+    "A rerun after an interruption resumes from the chunks saved in FACES.h5.work/; SIGUSR1 or\n"
+    "SIGTERM make every rank stop after its current chunk and exit with code 3.";
   char defdir[4096];
   const char *data = NULL, *out = NULL, *models = default_models(defdir, sizeof defdir), *min_s = "0.5",
              *size_s = "416", *batch_s = "8";
@@ -150,6 +152,7 @@ int cnnb_cmd_faces(int argc, char **argv)
     return CNNB_EXIT_USAGE;
   }
 
+  cnnb_chunks_catch_stop();
   const double t_start = cnnb_now();
   cnnb_dist d;
   cnnb_dist_init(&d, MPI_COMM_WORLD);
@@ -194,7 +197,9 @@ int cnnb_cmd_faces(int argc, char **argv)
   double t_read = 0, t_write = 0;
   const double t_loop = cnnb_now();
   int lrc = 0;
-  for (long k = k0; k < k1 && !lrc; k++) {
+  cnnb_chunk_loop loop;
+  cnnb_chunks_loop_init(&loop, &d, nchunks, k0, k1);
+  for (long k; cnnb_chunks_next(&loop, lrc, &k);) { /* all ranks stop together on a signal or an error */
     const long a = k * B, m = (a + B < N ? a + B : N) - a;
     if (!cnnb_chunk_load(work, "faces", k, key, m, counts + a, &rows)) {
       resumed += m;
@@ -219,12 +224,12 @@ int cnnb_cmd_faces(int argc, char **argv)
       }
     }
     t_read += cnnb_now() - t0;
-    if (lrc) break;
+    if (lrc) continue; /* the next check ends the loop on every rank */
     fl.n = 0;
     lrc = cnnb_faces_run(fs, (int)m, (const unsigned char *const *)px, ph, pw, &fl, counts + a);
     if (lrc) {
       lrc = cnnb_error_prefix(lrc, "photos %ld..%ld (%s...): ", a, a + m - 1, cnnb_imageset_path(set, a));
-      break;
+      continue;
     }
     lrc = cnnb_rows_push(&rows, fl.f, fl.n);
     if (!lrc) cnnb_chunk_save(work, "faces", k, key, m, counts + a, fl.f, fl.n, sizeof(cnnb_face));
@@ -232,6 +237,7 @@ int cnnb_cmd_faces(int argc, char **argv)
   }
   double t_pipe = cnnb_now() - t_loop, t_pipe_max = 0; /* the slowest rank's photos */
   rc = cnnb_dist_agree(&d, lrc);
+  if (!rc && loop.stopped) rc = cnnb_chunks_stopped(&d, "faces", "photos", computed, resumed, N, work);
   if (rc) goto done;
   MPI_Reduce(&t_pipe, &t_pipe_max, 1, MPI_DOUBLE, MPI_MAX, 0, d.comm);
 
@@ -256,7 +262,7 @@ int cnnb_cmd_faces(int argc, char **argv)
     }
   }
 done:
-  if (rc) cnnb_job_fail(&d, "faces");
+  if (rc && rc != CNNB_EINTR) cnnb_job_fail(&d, "faces");
   if (px)
     for (long i = 0; i < B; i++) free(px[i]);
   free(px);
@@ -267,5 +273,5 @@ done:
   free(counts);
   cnnb_imageset_close(set);
   cnnb_faces_close(fs);
-  return rc ? CNNB_EXIT_FAIL : CNNB_EXIT_OK;
+  return rc == CNNB_EINTR ? CNNB_EXIT_STOPPED : rc ? CNNB_EXIT_FAIL : CNNB_EXIT_OK;
 }

@@ -111,11 +111,9 @@ static int load_prefix(cnnb_net *net, const char *path)
 
 int cnnb_train_load_weights(cnnb_net *net, const char *path)
 {
-  FILE *f = fopen(path, "rb");
-  if (!f) return cnnb_error(CNNB_EIO, "%s: no such file", path);
-  unsigned char m[8] = {0};
-  size_t k = fread(m, 1, 8, f);
-  fclose(f);
-  if (k == 8 && !memcmp(m, "\x89HDF\r\n\x1a\n", 8)) return load_prefix(net, path);
+  /* Not cnnb_weights_load: a checkpoint here may hold a shorter model (load_prefix above). */
+  int rc = cnnb_weights_is_ckpt(path);
+  if (rc < 0) return rc;
+  if (rc) return load_prefix(net, path);
   return cnnb_darknet_weights_load(net, path, NULL); /* layers without parameters take none */
 }

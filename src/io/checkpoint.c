@@ -1,6 +1,7 @@
 /* Checkpoint files (include/cnnb/ckpt.h, docs/FORMATS.md). */
 #include "cnnb/ckpt.h"
 
+#include <errno.h>
 #include <fcntl.h>
 #include <hdf5.h>
 #include <libgen.h>
@@ -9,6 +10,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "cnnb/detect.h"
 #include "cnnb/error.h"
 #include "io/h5util.h"
 
@@ -251,4 +253,21 @@ char *cnnb_ckpt_model_text(const char *path)
   H5Fclose(f);
   if (!text) cnnb_error(CNNB_EIO, "%s: no model_cfg attribute (not a cnn-batch checkpoint?)", path);
   return text;
+}
+
+int cnnb_weights_is_ckpt(const char *path)
+{
+  unsigned char m[8] = {0};
+  FILE *f = fopen(path, "rb");
+  if (!f) return cnnb_error(CNNB_EIO, "%s: cannot open weights: %s", path, strerror(errno));
+  size_t k = fread(m, 1, 8, f);
+  fclose(f);
+  return k == 8 && !memcmp(m, "\x89HDF\r\n\x1a\n", 8);
+}
+
+int cnnb_weights_load(cnnb_net *net, const char *path)
+{
+  int rc = cnnb_weights_is_ckpt(path);
+  if (rc < 0) return rc;
+  return rc ? cnnb_ckpt_load(path, net, NULL, NULL) : cnnb_darknet_weights_load(net, path, NULL);
 }
