@@ -95,6 +95,9 @@ PY
 # No collapse: jobs/embed-fmnist.cfg (semi-hard mining), 60 steps on classes 0-6 of 3000
 # images, 2 ranks. Embeddings of 700 test images (every class) against those at initialisation
 # (--epochs 0 writes the initial weights): they spread over the sphere and the classes separate.
+# The model's embedding is a 7 x 7 grid of unit 16-d descriptors ([l2norm] across channels at
+# each position), scaled here by 1/7 to unit length so the thresholds read as for one unit
+# vector (uniform spread: variance 1/D per dimension, D = 784).
 $MPIRUN -n 2 "$CNNB_BIN" train $J/embed-fmnist.cfg --data train.h5 --classes 0-6 --epochs 0 -o init.h5 \
   >/dev/null 2>&1 || fail "initial weights"
 $MPIRUN -n 2 "$CNNB_BIN" train $J/embed-fmnist.cfg --data train.h5 --classes 0-6 --max-steps 60 --log-every 1 \
@@ -107,7 +110,9 @@ $PY - <<'PY' || fail "embeddings collapsed or did not learn"
 import h5py, numpy as np, csv
 lab = h5py.File("test.h5", "r")["labels"][()]
 def stats(p):
-    e = h5py.File(p, "r")["outputs"][()].reshape(len(lab), -1)
+    e = h5py.File(p, "r")["outputs"][()].reshape(len(lab), 16, -1)
+    assert np.allclose(np.linalg.norm(e, axis=1), 1, atol=1e-4)   # a unit vector at every position
+    e = e.reshape(len(lab), -1) / np.sqrt(e.shape[2])
     d = np.sqrt(((e[:, None] - e[None]) ** 2).sum(-1))
     same = lab[:, None] == lab[None]
     off = ~np.eye(len(lab), dtype=bool)
@@ -119,16 +124,23 @@ print(f"mean pairwise distance {m0:.3f} -> {m1:.3f}, median per-dimension varian
       f"same/different-class distance ratio {r0:.3f} -> {r1:.3f}, loss {np.mean(loss[:10]):.4f} -> {np.mean(loss[-10:]):.4f}")
 assert np.allclose(n1, 1, atol=1e-4)            # L2-normalised
 assert m1 > 0.6, m1                              # not one point (collapse: 0)
-assert v1 > 0.25 / 64, v1                        # spread over the dimensions (uniform: 1/64)
+# spread over the dimensions: the median variance grows (measured 0.00014 -> 0.00025; uniform
+# 1/D = 0.00128). Not a quarter of uniform as for a single vector: the descriptors at the
+# image's blank border are nearly the same in every image, and they are most of the 49.
+D = 16 * 49
+assert v1 > 1.3 * v0 and v1 > 0.1 / D, (v0, v1)
 assert r1 < 0.8 and r1 < r0, (r0, r1)            # classes apart, more than at the start
 assert np.mean(loss[-10:]) < 0.8 * np.mean(loss[:10]), loss
 PY
 
 # Against the PyTorch reference (tools/oneshot_torch.py): from the same initial values
 # (init.h5) and the same P x K batches (its port of the sampler and generator), the triplet
-# losses of jobs/embed-fmnist.cfg agree: the first to 1e-5 relative, the first 6 to 2e-3, all 8
-# to 3e-2 (measured: 0, 0, 9e-5, 3e-4, 1e-4, 2e-4, 8e-3, 2e-3). 2 ranks with --sync-bn: batch
-# norm over the global batch, as PyTorch's one process sees it.
+# losses of jobs/embed-fmnist.cfg agree: the first to 1e-5 relative, the first 3 to 1e-3, the
+# 4th to 1e-2, the sum of all 8 to 2% (measured: 0, 0, 4e-5, 1e-3, 6e-2, 8e-2, 4e-2, 2e-1; sums
+# 0.4% apart). From the 5th step on the loss is ~0.003, a handful of semi-hard triplets inside
+# the margin, so one flipped choice moves a step's loss by tens of percent (the same with margin
+# 1 or 5: 2e-2 to 1e-1 from step 4). 2 ranks with --sync-bn: batch norm over the global batch,
+# as PyTorch's one process sees it.
 if $PY -c "import torch" 2>/dev/null; then
   $MPIRUN -n 2 "$CNNB_BIN" train $J/embed-fmnist.cfg --data train.h5 --classes 0-6 --max-steps 8 --log-every 1 \
     --sync-bn --metrics ref.csv -o ref.h5 >/dev/null 2>&1 || fail "train 8 steps"
@@ -144,7 +156,7 @@ print("losses cnn-batch", " ".join(f"{v:.6f}" for v in c))
 print("losses PyTorch  ", " ".join(f"{v:.6f}" for v in t), "relative differences", " ".join(f"{r:.0e}" for r in rel))
 # rounding differences grow step by step, and a semi-hard choice (discontinuous: the nearest
 # negative beyond the positive) may flip on one and move a step's loss by a triplet's share
-assert rel[0] < 1e-5 and max(rel[:6]) < 2e-3 and max(rel) < 3e-2, rel
+assert rel[0] < 1e-5 and max(rel[:3]) < 1e-3 and rel[3] < 1e-2 and abs(sum(c) - sum(t)) < 0.02 * sum(t), rel
 PY
 else
   echo "note: no torch under $PY; the comparison with the PyTorch reference is skipped"
