@@ -12,6 +12,7 @@
 #include "cnnb/error.h"
 #include "cnnb/net.h"
 #include "core/im2col.h"
+#include "core/winograd.h"
 #include "layers/batchnorm_impl.h"
 
 /* The scatter/gather loops below copy runs of out_h*out_w floats (1 in ResNet's last stage):
@@ -41,6 +42,8 @@ typedef struct conv_priv {
   int *taps;   /* window path: window_taps' table (oh*ow x h*w) */
   float *wwin; /* window path: the dense weights, packed by forward (G x fg*ohw x cg*h*w) and
                 * reused by backward (the weights do not change in between) */
+  int wino_ok;      /* 3x3, stride 1, groups 1: Winograd at inference when large enough (winograd.h) */
+  cnnb_wino *wino;  /* its transformed-filter cache, made by the first such forward */
   cnnb_bn bn;
 } conv_priv;
 
@@ -99,6 +102,7 @@ static int conv_setup(cnnb_layer *l, cnnb_cfg_section *s, cnnb_net *net)
   p->direct = size == 1 && stride == 1 && padding == 0;
   p->depthwise = c == groups && filters == groups;
   p->window = !p->depthwise && window_fits(h, w, size, l->out.h * l->out.w, c / groups, filters / groups, p->direct);
+  p->wino_ok = size == 3 && stride == 1 && groups == 1 && !p->window;
 
   int wd[4] = {filters, c / groups, size, size};
   if ((rc = p->p_weights = cnnb_layer_param(l, "weights", 1, 4, wd)) < 0) goto fail;
@@ -386,7 +390,11 @@ static void conv_forward(cnnb_layer *l, cnnb_net *net)
     conv_forward_dw(l, net);
   else if (p->window)
     conv_forward_window(l, net);
-  for (int b0 = p->window || p->depthwise ? net->batch : 0; b0 < net->batch; b0 += p->chunk) {
+  /* Winograd when not training (cnnb_wino_forward returns -1 only when out of memory) */
+  const int wino = !p->window && !p->depthwise && p->wino_ok && !net->train && cnnb_wino_enabled() &&
+                   cnnb_wino_worth(net->batch, C, F, l->out.h, l->out.w) &&
+                   cnnb_wino_forward(&p->wino, weights, F, C, l->input, net->batch, H, W, p->pad, l->output) == 0;
+  for (int b0 = p->window || p->depthwise || wino ? net->batch : 0; b0 < net->batch; b0 += p->chunk) {
     const int nb = net->batch - b0 < p->chunk ? net->batch - b0 : p->chunk;
     const size_t ld = (size_t)nb * ohw;
     for (int g = 0; g < G; g++) {
@@ -545,6 +553,7 @@ static void conv_free(cnnb_layer *l)
   if (p->bn_on) cnnb_bn_free(&p->bn);
   free(p->wwin);
   free(p->taps);
+  cnnb_wino_free(p->wino);
   free(p);
   l->priv = NULL;
 }
