@@ -15,18 +15,6 @@
 
 #include "cnnb_test.h"
 
-static cnnb_net *build(const char *cfg, int max_batch, int train)
-{
-  cnnb_net_opts o = cnnb_net_opts_default();
-  o.max_batch = max_batch;
-  o.train = train;
-  o.quiet = 1;
-  cnnb_net *net = NULL;
-  int rc = cnnb_net_from_string(&net, cfg, "test.cfg", &o);
-  if (rc) fprintf(stderr, "\n  build failed: %s\n", cnnb_error_message());
-  CU_ASSERT_EQUAL(rc, 0);
-  return net;
-}
 
 /* Forward of one conv layer (linear, with bias) against six nested loops, in double. */
 static void conv_vs_direct(int B, int C, int H, int W, int F, int G, int K, int S, int P)
@@ -36,7 +24,7 @@ static void conv_vs_direct(int B, int C, int H, int W, int F, int G, int K, int 
            "[net]\nheight=%d\nwidth=%d\nchannels=%d\n[convolutional]\nfilters=%d\nsize=%d\nstride=%d\n"
            "padding=%d\ngroups=%d\nactivation=linear\n",
            H, W, C, F, K, S, P, G);
-  cnnb_net *net = build(cfg, B, 0);
+  cnnb_net *net = cnnb_test_net(cfg, B, 0);
   CU_ASSERT_PTR_NOT_NULL_FATAL(net);
   cnnb_net_init_params(net, 11);
   cnnb_layer *l = &net->layers[0];
@@ -152,7 +140,7 @@ static void pool_vs_loop(int C, int H, int W, int size, int stride, int padding)
   snprintf(cfg, sizeof cfg, "[net]\nheight=%d\nwidth=%d\nchannels=%d\n[maxpool]\nsize=%d\nstride=%d\npadding=%d\n",
            H, W, C, size, stride, padding);
   enum { B = 2 };
-  cnnb_net *net = build(cfg, B, 1);
+  cnnb_net *net = cnnb_test_net(cfg, B, 1);
   CU_ASSERT_PTR_NOT_NULL_FATAL(net);
   cnnb_layer *l = &net->layers[0];
   const int OH = l->out.h, OW = l->out.w, off = -padding / 2;

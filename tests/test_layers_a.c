@@ -12,19 +12,6 @@
 
 /* ---- helpers ---- */
 
-static cnnb_net *build(const char *cfg, int max_batch, int train)
-{
-  cnnb_net_opts o = cnnb_net_opts_default();
-  o.max_batch = max_batch;
-  o.train = train;
-  o.quiet = 1;
-  cnnb_net *net = NULL;
-  int rc = cnnb_net_from_string(&net, cfg, "test.cfg", &o);
-  if (rc) fprintf(stderr, "\n  build failed: %s\n", cnnb_error_message());
-  CU_ASSERT_EQUAL(rc, 0);
-  return net;
-}
-
 static void set_param(cnnb_net *net, int layer, const char *name, const float *v, size_t n)
 {
   cnnb_param *p = cnnb_layer_find_param(&net->layers[layer], name);
@@ -128,7 +115,7 @@ static void test_output_size_table(void)
              "[net]\nheight=%d\nwidth=%d\nchannels=1\n[convolutional]\nfilters=2\nsize=%d\n"
              "padding=%d\nstride=%d\nactivation=linear\n",
              t[i][0], t[i][0], t[i][1], t[i][2], t[i][3]);
-    cnnb_net *net = build(cfg, 1, 0);
+    cnnb_net *net = cnnb_test_net(cfg, 1, 0);
     if (!net) continue;
     CNNB_ASSERT_EQ_INT(net->layers[0].out.h, t[i][4]);
     CNNB_ASSERT_EQ_INT(net->layers[0].out.w, t[i][4]);
@@ -138,7 +125,7 @@ static void test_output_size_table(void)
   CNNB_ASSERT_EQ_INT(cnnb_conv_out_size(2, 5, 0, 1), 0);
   CNNB_ASSERT_EQ_INT(cnnb_conv_out_size(2, 5, 1, 2), 0);
   /* pad=1 means size/2 and overrides padding= */
-  cnnb_net *net = build("[net]\nheight=9\nwidth=9\nchannels=1\n[convolutional]\nfilters=1\nsize=5\n"
+  cnnb_net *net = cnnb_test_net("[net]\nheight=9\nwidth=9\nchannels=1\n[convolutional]\nfilters=1\nsize=5\n"
                         "pad=1\npadding=7\nstride=1\nactivation=linear\n", 1, 0);
   if (net) {
     CNNB_ASSERT_EQ_INT(net->layers[0].out.h, 9);
@@ -175,7 +162,7 @@ static const char *edge_cfg = "[net]\nheight=6\nwidth=6\nchannels=1\n"
 
 static void conv_6x6(const float *img, const float *filter, float *out16)
 {
-  cnnb_net *net = build(edge_cfg, 1, 0);
+  cnnb_net *net = cnnb_test_net(edge_cfg, 1, 0);
   CU_ASSERT_PTR_NOT_NULL_FATAL(net);
   const float zero = 0.f;
   set_param(net, 0, "weights", filter, 9);
@@ -230,7 +217,7 @@ static void test_conv_matches_direct(void)
   enum { B = 2, C = 4, H = 7, W = 6, F = 6, G = 2, K = 3, S = 2, P = 1 };
   const char *cfg = "[net]\nheight=7\nwidth=6\nchannels=4\n[convolutional]\nfilters=6\nsize=3\nstride=2\n"
                     "pad=1\ngroups=2\nactivation=linear\n";
-  cnnb_net *net = build(cfg, B, 0);
+  cnnb_net *net = cnnb_test_net(cfg, B, 0);
   CU_ASSERT_PTR_NOT_NULL_FATAL(net);
   cnnb_net_init_params(net, 7);
   cnnb_layer *l = &net->layers[0];
@@ -267,7 +254,7 @@ static void test_conv_matches_direct(void)
 
 static void test_conv_params_and_errors(void)
 {
-  cnnb_net *net = build("[net]\nheight=8\nwidth=8\nchannels=4\n[convolutional]\nfilters=6\nsize=3\n"
+  cnnb_net *net = cnnb_test_net("[net]\nheight=8\nwidth=8\nchannels=4\n[convolutional]\nfilters=6\nsize=3\n"
                         "pad=1\ngroups=2\nbatch_normalize=1\n",
                         2, 1);
   CU_ASSERT_PTR_NOT_NULL_FATAL(net);
@@ -298,7 +285,7 @@ static void test_conv_params_and_errors(void)
   CNNB_ASSERT_NEAR(sqrt(ss / (double)w->count), sqrt(2.0 / 18.0), 0.12);
   cnnb_net_free(net);
 
-  net = build("[net]\nheight=8\nwidth=8\nchannels=3\n[convolutional]\nfilters=5\nsize=1\n", 1, 0);
+  net = cnnb_test_net("[net]\nheight=8\nwidth=8\nchannels=3\n[convolutional]\nfilters=5\nsize=1\n", 1, 0);
   CU_ASSERT_PTR_NOT_NULL_FATAL(net);
   CNNB_ASSERT_EQ_INT(net->layers[0].nparam, 2);
   CU_ASSERT_STRING_EQUAL(net->layers[0].param[1].name, "biases");
@@ -487,7 +474,7 @@ static void test_backward_accumulates(void)
 
 static void test_softmax_cross_entropy(void)
 {
-  cnnb_net *net = build("[net]\nheight=1\nwidth=1\nchannels=3\n[softmax]\n", 3, 1);
+  cnnb_net *net = cnnb_test_net("[net]\nheight=1\nwidth=1\nchannels=3\n[softmax]\n", 3, 1);
   CU_ASSERT_PTR_NOT_NULL_FATAL(net);
   /* logits [1 2 3]: e^1, e^2, e^3 = 2.7182818, 7.3890561, 20.0855369; sum 30.1928748
    * p = [0.0900306, 0.2447285, 0.6652410]; -log p0 = 2.4076059, -log p2 = 0.4076059 */
@@ -532,7 +519,7 @@ static void test_softmax_cross_entropy(void)
 
 static void test_batchnorm_known(void)
 {
-  cnnb_net *net = build("[net]\nheight=2\nwidth=2\nchannels=2\n[batchnorm]\n", 1, 1);
+  cnnb_net *net = cnnb_test_net("[net]\nheight=2\nwidth=2\nchannels=2\n[batchnorm]\n", 1, 1);
   CU_ASSERT_PTR_NOT_NULL_FATAL(net);
   const float scales[2] = {2.f, 1.f}, biases[2] = {0.5f, 0.f};
   const float rmean[2] = {1.f, -2.f}, rvar[2] = {4.f, 0.25f};
@@ -570,7 +557,7 @@ static void test_batchnorm_known(void)
 /* A convolution with batch_normalize=1 in inference equals conv (no bias) then the BN formula. */
 static void test_conv_bn_inference_known(void)
 {
-  cnnb_net *net = build("[net]\nheight=3\nwidth=3\nchannels=1\n[convolutional]\nfilters=1\nsize=3\n"
+  cnnb_net *net = cnnb_test_net("[net]\nheight=3\nwidth=3\nchannels=1\n[convolutional]\nfilters=1\nsize=3\n"
                         "batch_normalize=1\nactivation=relu\n", 1, 0);
   CU_ASSERT_PTR_NOT_NULL_FATAL(net);
   const float w[9] = {1, 1, 1, 1, 1, 1, 1, 1, 1}, s = 3.f, b = -1.f, m = 40.f, v = 16.f;

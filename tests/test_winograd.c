@@ -81,18 +81,6 @@ static void test_direct(void)
   CU_ASSERT(worst <= 1e-5);
 }
 
-static cnnb_net *build(const char *cfg, int max_batch, int train)
-{
-  cnnb_net_opts o = cnnb_net_opts_default();
-  o.max_batch = max_batch;
-  o.train = train;
-  o.quiet = 1;
-  cnnb_net *net = NULL;
-  int rc = cnnb_net_from_string(&net, cfg, "test.cfg", &o);
-  if (rc) fprintf(stderr, "\n  build failed: %s\n", cnnb_error_message());
-  CU_ASSERT_EQUAL(rc, 0);
-  return net;
-}
 
 /* Worst |winograd - im2col| / max |im2col| of the net's output on x (B samples). */
 static double net_ab(cnnb_net *net, const float *x, int B, size_t nout, unsigned long *calls)
@@ -126,7 +114,7 @@ static void test_layer(void)
   const int B = 3, C = 19, H = 35, W = 37, F1 = 21, F2 = 18; /* both layers over the size threshold */
   char cfg[512];
   snprintf(cfg, sizeof cfg, NET_CFG, H, W, C, F1, F2);
-  cnnb_net *net = build(cfg, B, 0);
+  cnnb_net *net = cnnb_test_net(cfg, B, 0);
   CU_ASSERT_PTR_NOT_NULL_FATAL(net);
   cnnb_net_init_params(net, 5);
   /* non-trivial BN statistics and biases */
@@ -162,7 +150,7 @@ static void test_train_keeps_im2col(void)
   const int B = 2, C = 24, H = 34, W = 34;
   char cfg[512];
   snprintf(cfg, sizeof cfg, NET_CFG, H, W, C, 24, 24);
-  cnnb_net *net = build(cfg, B, 1);
+  cnnb_net *net = cnnb_test_net(cfg, B, 1);
   CU_ASSERT_PTR_NOT_NULL_FATAL(net);
   cnnb_net_init_params(net, 3);
   const size_t nin = (size_t)B * C * H * W;

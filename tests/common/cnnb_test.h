@@ -35,6 +35,10 @@ const char *cnnb_test_path(const char *name);
 /* Source tree root (CNNB_SOURCE_DIR from ctest, else "."). */
 const char *cnnb_test_source_dir(void);
 
+/* The network of cfg (text; its [net] gives the input) with max batch max_batch, in train mode
+ * or not, quietly; asserts that it builds (printing the error) and returns it, or NULL. */
+cnnb_net *cnnb_test_net(const char *cfg, int max_batch, int train);
+
 typedef struct cnnb_gradcheck_result {
   double max_rel_input;  /* worst relative error of dL/d input */
   double max_rel_param;  /* worst relative error over all trainable parameters */

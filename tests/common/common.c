@@ -56,3 +56,16 @@ int cnnb_test_run(void)
   CU_cleanup_registry();
   return failed ? 1 : 0;
 }
+
+cnnb_net *cnnb_test_net(const char *cfg, int max_batch, int train)
+{
+  cnnb_net_opts o = cnnb_net_opts_default();
+  o.max_batch = max_batch;
+  o.train = train;
+  o.quiet = 1;
+  cnnb_net *net = NULL;
+  int rc = cnnb_net_from_string(&net, cfg, "test.cfg", &o);
+  if (rc) fprintf(stderr, "\n  build failed: %s\n", cnnb_error_message());
+  CU_ASSERT_EQUAL(rc, 0);
+  return net;
+}
