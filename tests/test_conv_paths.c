@@ -36,25 +36,7 @@ static void conv_vs_direct(int B, int C, int H, int W, int F, int G, int K, int 
   CU_ASSERT_PTR_NOT_NULL_FATAL(x);
   for (size_t i = 0; i < n; i++) x[i] = sinf(0.37f * (float)i + 0.1f);
   const float *y = cnnb_net_forward(net, x, B);
-  const int oh = l->out.h, ow = l->out.w, cg = C / G, fg = F / G;
-  double worst = 0;
-  for (int b = 0; b < B; b++)
-    for (int f = 0; f < F; f++)
-      for (int oy = 0; oy < oh; oy++)
-        for (int ox = 0; ox < ow; ox++) {
-          double s = bias[f];
-          const int g = f / fg;
-          for (int c = 0; c < cg; c++)
-            for (int ky = 0; ky < K; ky++)
-              for (int kx = 0; kx < K; kx++) {
-                const int iy = oy * S - P + ky, ix = ox * S - P + kx;
-                if (iy < 0 || iy >= H || ix < 0 || ix >= W) continue;
-                s += (double)wt[(((size_t)f * cg + c) * K + ky) * K + kx] *
-                     x[(((size_t)b * C + g * cg + c) * H + iy) * W + ix];
-              }
-          const double e = fabs(s - y[(((size_t)b * F + f) * oh + oy) * ow + ox]);
-          if (e > worst) worst = e;
-        }
+  const double worst = cnnb_test_conv_diff(x, wt, bias, B, C, H, W, F, G, K, S, P, y, NULL);
   if (worst > 1e-4)
     fprintf(stderr, "\n  conv %dx%dx%d k%d s%d p%d g%d: worst %g\n", C, H, W, K, S, P, G, worst);
   CNNB_ASSERT_NEAR(worst, 0.0, 1e-4);

@@ -36,24 +36,8 @@ static double wino_vs_direct(int B, int C, int H, int W, int F, int P)
   for (size_t i = 0; i < nout; i++) y[i] = NAN; /* every output must be written */
   cnnb_wino *st = NULL;
   CNNB_ASSERT_EQ_INT(cnnb_wino_forward(&st, wt, F, C, x, B, H, W, P, y), 0);
-  double worst = 0, scale = 0;
-  for (int b = 0; b < B; b++)
-    for (int f = 0; f < F; f++)
-      for (int oy = 0; oy < oh; oy++)
-        for (int ox = 0; ox < ow; ox++) {
-          double s = 0;
-          for (int c = 0; c < C; c++)
-            for (int ky = 0; ky < 3; ky++)
-              for (int kx = 0; kx < 3; kx++) {
-                const int iy = oy - P + ky, ix = ox - P + kx;
-                if (iy < 0 || iy >= H || ix < 0 || ix >= W) continue;
-                s += (double)wt[(((size_t)f * C + c) * 3 + ky) * 3 + kx] * x[(((size_t)b * C + c) * H + iy) * W + ix];
-              }
-          const double got = y[(((size_t)b * F + f) * oh + oy) * ow + ox];
-          const double e = isnan(got) ? INFINITY : fabs(s - got);
-          if (e > worst) worst = e;
-          if (fabs(s) > scale) scale = fabs(s);
-        }
+  double scale;
+  const double worst = cnnb_test_conv_diff(x, wt, NULL, B, C, H, W, F, 1, 3, 1, P, y, &scale);
   cnnb_wino_free(st);
   free(x);
   free(wt);

@@ -62,6 +62,12 @@ int cnnb_gradcheck(const char *cfg_text, int batch, unsigned seed, int train, in
  * returns the worst. x is restored; the net keeps the gradients of the train step. */
 double cnnb_gradcheck_loss(cnnb_net *net, float *x, int n, float eps, double floor_abs, double floor_rel);
 
+/* The largest |y - direct convolution| over a convolution's output (B x F x oh x ow, weights
+ * F x C/G x K x K, stride S, padding P on every side, bias optional), computed in double by
+ * plain loops; a NaN in y counts as infinite. *scale (if given): the largest |reference|. */
+double cnnb_test_conv_diff(const float *x, const float *w, const float *bias, int B, int C, int H, int W, int F,
+                           int G, int K, int S, int P, const float *y, double *scale);
+
 /* Runs a CUnit registry in verbose basic mode; returns the process exit code. */
 int cnnb_test_run(void);
 

@@ -133,3 +133,31 @@ double cnnb_gradcheck_loss(cnnb_net *net, float *x, int n, float eps, double flo
   free(gp);
   return worst;
 }
+
+double cnnb_test_conv_diff(const float *x, const float *w, const float *bias, int B, int C, int H, int W, int F,
+                           int G, int K, int S, int P, const float *y, double *scale)
+{
+  const int oh = (H + 2 * P - K) / S + 1, ow = (W + 2 * P - K) / S + 1, cg = C / G, fg = F / G;
+  double worst = 0, big = 0;
+  for (int b = 0; b < B; b++)
+    for (int f = 0; f < F; f++)
+      for (int oy = 0; oy < oh; oy++)
+        for (int ox = 0; ox < ow; ox++) {
+          double s = bias ? bias[f] : 0;
+          const int g = f / fg;
+          for (int c = 0; c < cg; c++)
+            for (int ky = 0; ky < K; ky++)
+              for (int kx = 0; kx < K; kx++) {
+                const int iy = oy * S - P + ky, ix = ox * S - P + kx;
+                if (iy < 0 || iy >= H || ix < 0 || ix >= W) continue;
+                s += (double)w[(((size_t)f * cg + c) * K + ky) * K + kx] *
+                     x[(((size_t)b * C + g * cg + c) * H + iy) * W + ix];
+              }
+          const double got = y[(((size_t)b * F + f) * oh + oy) * ow + ox];
+          const double e = isnan(got) ? INFINITY : fabs(s - got);
+          worst = fmax(worst, e);
+          big = fmax(big, fabs(s));
+        }
+  if (scale) *scale = big;
+  return worst;
+}
