@@ -61,6 +61,8 @@ typedef struct cnnb_net_opts {
   int input_grad;    /* also compute dL/d input (style transfer, gradient checks) */
   int h, w, c;       /* override [net] input size when > 0 */
   int quiet;         /* no warnings for unused Darknet keys */
+  int threads;       /* threads splitting a layer's samples inside this rank; 0: CNNB_THREADS
+                      * from the environment, else OpenBLAS's thread count (docs/ARCHITECTURE.md) */
 } cnnb_net_opts;
 
 struct cnnb_net {
@@ -76,8 +78,13 @@ struct cnnb_net {
   size_t nparams;
   float *state;              /* non-trainable arena (running statistics) */
   size_t nstate;
-  float *workspace;          /* shared scratch, sized for the largest layer */
-  size_t nworkspace;
+  float *workspace;          /* shared scratch, sized for the largest layer; with a pool,
+                              * nthreads slices of thread_ws floats (cnnb_net_thread_ws) */
+  size_t nworkspace;         /* floats of the largest layer's scratch */
+  int nthreads;              /* threads that split a layer's samples (1: none) */
+  struct cnnb_pool *pool;    /* those threads (NULL when nthreads is 1) */
+  size_t thread_ws;          /* floats per thread: nworkspace, then (training) room for the
+                              * largest layer's weight gradient */
   const float *input;        /* current input, batch x in */
   float *input_delta;        /* dL/d input when opts.input_grad */
   const int *truth;          /* class labels, batch of them, for loss layers */
@@ -101,6 +108,12 @@ struct cnnb_net {
 };
 
 cnnb_net_opts cnnb_net_opts_default(void);
+
+/* Thread t's scratch: nworkspace floats, then a private weight-gradient buffer when training. */
+static inline float *cnnb_net_thread_ws(const cnnb_net *net, int t)
+{
+  return net->workspace + (size_t)t * net->thread_ws;
+}
 /* Builds from a model file; errors name the file, line and key. */
 int cnnb_net_load(cnnb_net **out, const char *path, const cnnb_net_opts *opts);
 /* Same from text held in memory (tests, checkpoints); name is used in messages. */

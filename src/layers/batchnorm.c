@@ -8,6 +8,7 @@
 #include "cnnb/error.h"
 #include "cnnb/net.h"
 #include "layers/batchnorm_impl.h"
+#include "core/parallel.h"
 
 int cnnb_bn_setup(cnnb_bn *bn, cnnb_layer *l, int c, int spatial, cnnb_net *net)
 {
@@ -123,6 +124,38 @@ CNNB_BN_ROW static void row_sums_dy(const float *restrict dy, const float *restr
  * nothing to cancellation). The sum of x goes to stat_sum as before; with the global mean mu,
  * this rank's squared deviations are sum d^2 - 2 (mu - K) sum d + n (mu - K)^2 (exact algebra,
  * in double), and those go to the second stat_sum: the same two reductions at the same points. */
+/* The per-channel passes below run on the net's threads (core/parallel.h), each thread over a
+ * range of channels (statistics: every channel's sums in the same order whatever the thread
+ * count) or of samples (element-wise passes). */
+typedef struct bn_job {
+  cnnb_bn *bn;
+  cnnb_layer *l;
+  const float *x, *y, *dy;
+  float *xw, *mask, *dx;
+  int batch, accumulate, train;
+  cnnb_act act;
+  double *s1, *s2;
+  const double *mean, *dinv;
+} bn_job;
+
+/* Channels lo..hi-1: the shift K (the channel's mean in the first sample) and the sums of
+ * x - K and of its square over the batch (batch_stats). */
+static void stats_range(void *ctx, int lo, int hi)
+{
+  const bn_job *j = ctx;
+  const int C = j->bn->c, S = j->bn->spatial;
+  float *shift = j->bn->mean;
+  for (int f = lo; f < hi; f++) {
+    double a = 0, q = 0;
+    row_sums_shifted(j->x + (size_t)f * S, S, 0.f, &a, &q);
+    shift[f] = (float)(a / S);
+    j->s1[f] = j->s2[f] = 0;
+  }
+  for (int b = 0; b < j->batch; b++)
+    for (int f = lo; f < hi; f++)
+      row_sums_shifted(j->x + ((size_t)b * C + f) * S, S, shift[f], &j->s1[f], &j->s2[f]);
+}
+
 static double batch_stats(cnnb_bn *bn, const float *x, int batch, double *mean, double *var)
 {
   const int C = bn->c, S = bn->spatial;
@@ -131,15 +164,8 @@ static double batch_stats(cnnb_bn *bn, const float *x, int batch, double *mean, 
   float *shift = bn->mean;      /* C floats, overwritten by the caller afterwards */
   cnnb_net *net = bn->net;
   const double n = (double)batch * S;
-  for (int f = 0; f < C; f++) {
-    double a = 0, q = 0;
-    row_sums_shifted(x + (size_t)f * S, S, 0.f, &a, &q);
-    shift[f] = (float)(a / S);
-    s1[f] = s2[f] = 0;
-  }
-  for (int b = 0; b < batch; b++)
-    for (int f = 0; f < C; f++)
-      row_sums_shifted(x + ((size_t)b * C + f) * S, S, shift[f], &s1[f], &s2[f]);
+  bn_job j = {.bn = bn, .x = x, .batch = batch, .s1 = s1, .s2 = s2};
+  cnnb_pool_for(net->pool, C, stats_range, &j);
   for (int f = 0; f < C; f++) acc[f] = s1[f] + n * shift[f];
   acc[C] = n;
   if (net->stat_sum) net->stat_sum(acc, C + 1, net->stat_sum_ctx);
@@ -156,6 +182,8 @@ static double batch_stats(cnnb_bn *bn, const float *x, int batch, double *mean, 
   return m;
 }
 
+static void normalize_range(void *ctx, int lo, int hi);
+
 void cnnb_bn_forward(cnnb_bn *bn, cnnb_layer *l, float *x, int batch, int train)
 {
   cnnb_bn_forward_act(bn, l, x, batch, train, CNNB_ACT_LINEAR);
@@ -163,8 +191,7 @@ void cnnb_bn_forward(cnnb_bn *bn, cnnb_layer *l, float *x, int batch, int train)
 
 void cnnb_bn_forward_act(cnnb_bn *bn, cnnb_layer *l, float *x, int batch, int train, cnnb_act act)
 {
-  const int C = bn->c, S = bn->spatial;
-  const float *scales = l->param[bn->p_scales].data, *biases = l->param[bn->p_biases].data;
+  const int C = bn->c;
   float *rmean = l->param[bn->p_mean].data, *rvar = l->param[bn->p_var].data;
   double *mean = bn->acc + 2 * C + 1, *var = bn->acc + 3 * C + 1;
   if (train) {
@@ -187,12 +214,24 @@ void cnnb_bn_forward_act(cnnb_bn *bn, cnnb_layer *l, float *x, int batch, int tr
    * float version with the mean and 1/std split into hi+lo parts still failed them). The loop
    * has no reduction, so it vectorises anyway. Then y = scales*xhat + biases and, when asked,
    * the activation, in the same pass. */
-  for (int b = 0; b < batch; b++)
+  bn_job j = {.bn = bn, .l = l, .xw = x, .act = act, .mean = mean, .dinv = var};
+  cnnb_pool_for(bn->net->pool, batch, normalize_range, &j);
+}
+
+/* Samples lo..hi-1 of cnnb_bn_forward_act's last pass. */
+static void normalize_range(void *ctx, int lo, int hi)
+{
+  const bn_job *j = ctx;
+  cnnb_bn *bn = j->bn;
+  const int C = bn->c, S = bn->spatial;
+  const float *scales = j->l->param[bn->p_scales].data, *biases = j->l->param[bn->p_biases].data;
+  const cnnb_act act = j->act;
+  for (int b = lo; b < hi; b++)
     for (int f = 0; f < C; f++) {
       const size_t o = ((size_t)b * C + f) * S;
-      float *restrict p = x + o, *restrict xh = bn->xhat + o;
+      float *restrict p = j->xw + o, *restrict xh = bn->xhat + o;
       const float g = scales[f], s = biases[f];
-      const double mu = mean[f], dinv = var[f];
+      const double mu = j->mean[f], dinv = j->dinv[f];
       if (act == CNNB_ACT_RELU) {
         for (int k = 0; k < S; k++) {
           const float v = (float)((p[k] - mu) * dinv);
@@ -225,26 +264,58 @@ void cnnb_bn_backward_relu(cnnb_bn *bn, cnnb_layer *l, const float *y, float *de
   bn_backward(bn, l, y, delta, delta, delta, batch, train, 0);
 }
 
+/* Channels lo..hi-1 of bn_backward's sums (with y set, ReLU's derivative applied first). */
+static void dsums_range(void *ctx, int lo, int hi)
+{
+  const bn_job *j = ctx;
+  const int C = j->bn->c, S = j->bn->spatial;
+  double *acc = j->bn->acc;
+  for (int f = lo; f < hi; f++) acc[f] = acc[C + f] = 0;
+  for (int b = 0; b < j->batch; b++)
+    for (int f = lo; f < hi; f++) {
+      const size_t o = ((size_t)b * C + f) * S;
+      if (j->y) {
+        float *restrict d = j->mask + o;
+        const float *restrict yy = j->y + o;
+        for (int k = 0; k < S; k++) d[k] = yy[k] > 0.f ? d[k] : 0.f;
+      }
+      row_sums_dy(j->dy + o, j->bn->xhat + o, S, &acc[f], &acc[C + f]);
+    }
+}
+
+/* Samples lo..hi-1 of dx: g*inv*(dy - mean(dy) - xhat*sum(dy*xhat)/(m-1)) in training (the
+ * statistics depend on x); just g*inv*dy in inference (they are constants). s1 and s2 hold the
+ * per-channel a and c of that formula. */
+static void dx_range(void *ctx, int lo, int hi)
+{
+  const bn_job *j = ctx;
+  const cnnb_bn *bn = j->bn;
+  const int C = bn->c, S = bn->spatial;
+  const float *scales = j->l->param[bn->p_scales].data;
+  for (int b = lo; b < hi; b++)
+    for (int f = 0; f < C; f++) {
+      const float g = scales[f] * bn->inv_std[f], a = (float)j->s1[f], c = (float)j->s2[f];
+      const size_t o = ((size_t)b * C + f) * S;
+      const float *d = j->dy + o, *xh = bn->xhat + o;
+      float *t = j->dx + o; /* may alias d: each element is read before it is written */
+      if (j->accumulate)
+        for (int k = 0; k < S; k++) t[k] += g * (d[k] - a - xh[k] * c);
+      else
+        for (int k = 0; k < S; k++) t[k] = g * (d[k] - a - xh[k] * c);
+    }
+}
+
 /* With y set, first applies ReLU's derivative to each row of mask (delta = y > 0 ? delta : 0,
  * as cnnb_act_backward), while the row is in cache for its sums; mask then is dy. */
 static void bn_backward(cnnb_bn *bn, cnnb_layer *l, const float *y, float *mask, const float *dy, float *dx,
                         int batch, int train, int accumulate)
 {
   const int C = bn->c, S = bn->spatial;
-  const float *scales = l->param[bn->p_scales].data;
   float *gscales = l->param[bn->p_scales].grad, *gbiases = l->param[bn->p_biases].grad;
-  double *acc = bn->acc; /* [0,C) sum dy, [C, 2C) sum dy*xhat */
-  for (int f = 0; f < 2 * C; f++) acc[f] = 0;
-  for (int b = 0; b < batch; b++)
-    for (int f = 0; f < C; f++) {
-      const size_t o = ((size_t)b * C + f) * S;
-      if (y) {
-        float *restrict d = mask + o;
-        const float *restrict yy = y + o;
-        for (int k = 0; k < S; k++) d[k] = yy[k] > 0.f ? d[k] : 0.f;
-      }
-      row_sums_dy(dy + o, bn->xhat + o, S, &acc[f], &acc[C + f]);
-    }
+  double *acc = bn->acc; /* [0,C) sum dy, [C, 2C) sum dy*xhat; then a and c of dx_range */
+  bn_job j = {.bn = bn, .l = l, .y = y, .mask = mask, .dy = dy, .dx = dx, .batch = batch,
+              .accumulate = accumulate, .s1 = acc, .s2 = acc + C};
+  cnnb_pool_for(bn->net->pool, C, dsums_range, &j);
   /* Parameter gradients from this rank's share: the allreduce of gradients sums them. */
   for (int f = 0; f < C; f++) {
     if (gscales) gscales[f] += (float)acc[C + f];
@@ -255,21 +326,11 @@ static void bn_backward(cnnb_bn *bn, cnnb_layer *l, const float *y, float *mask,
    * gradient needs the global sums. */
   const double m = train ? bn->count : (double)batch * S;
   if (train && bn->net->stat_sum) bn->net->stat_sum(acc, 2 * C, bn->net->stat_sum_ctx);
-  for (int b = 0; b < batch; b++)
-    for (int f = 0; f < C; f++) {
-      /* dx = g*inv*(dy - mean(dy) - xhat*sum(dy*xhat)/(m-1)) in training (the statistics depend
-       * on x); just g*inv*dy in inference (they are constants). */
-      const float g = scales[f] * bn->inv_std[f];
-      const float a = train ? (float)(acc[f] / m) : 0.f;
-      const float c = train ? (float)(acc[C + f] / (m > 1 ? m - 1 : 1)) : 0.f;
-      const size_t o = ((size_t)b * C + f) * S;
-      const float *d = dy + o, *xh = bn->xhat + o;
-      float *t = dx + o; /* may alias d: each element is read before it is written */
-      if (accumulate)
-        for (int k = 0; k < S; k++) t[k] += g * (d[k] - a - xh[k] * c);
-      else
-        for (int k = 0; k < S; k++) t[k] = g * (d[k] - a - xh[k] * c);
-    }
+  for (int f = 0; f < C; f++) {
+    acc[f] = train ? acc[f] / m : 0.0;
+    acc[C + f] = train ? acc[C + f] / (m > 1 ? m - 1 : 1) : 0.0;
+  }
+  cnnb_pool_for(bn->net->pool, batch, dx_range, &j);
 }
 
 /* ---- the [batchnorm] layer ---- */

@@ -2,13 +2,13 @@
  * output (default 1), activation (default logistic), batch_normalize (default 0).
  * Params: weights [outputs, inputs] (Darknet's layout), then biases [outputs] without BN, or
  * scales, biases, rolling_mean, rolling_variance [outputs] with BN. Output shape outputs x 1 x 1. */
-#include <cblas.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "cnnb/error.h"
 #include "cnnb/net.h"
+#include "core/parallel.h"
 #include "layers/batchnorm_impl.h"
 
 typedef struct conn_priv {
@@ -73,8 +73,8 @@ static void conn_forward(cnnb_layer *l, cnnb_net *net)
   conn_priv *p = l->priv;
   const int B = net->batch, NI = p->inputs, NO = p->outputs;
   /* out[B x O] = in[B x I] * W^T, W stored [O x I] */
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B, NO, NI, 1.f, l->input, NI,
-              l->param[p->p_weights].data, NI, 0.f, l->output, NO);
+  cnnb_pool_sgemm(net->pool, 0, 1, B, NO, NI, 1.f, l->input, NI, l->param[p->p_weights].data, NI, 0.f, l->output,
+                  NO);
   if (p->bn_on) {
     cnnb_bn_forward(&p->bn, l, l->output, B, net->train);
   } else {
@@ -100,10 +100,10 @@ static void conn_backward(cnnb_layer *l, cnnb_net *net)
   }
   float *gw = l->param[p->p_weights].grad;
   if (gw) /* dW[O x I] += delta^T[O x B] * in[B x I] */
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, NO, NI, B, 1.f, delta, NO, l->input, NI, 1.f, gw, NI);
+    cnnb_pool_sgemm(net->pool, 1, 0, NO, NI, B, 1.f, delta, NO, l->input, NI, 1.f, gw, NI);
   if (l->input_delta) /* din[B x I] += delta[B x O] * W[O x I] */
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, B, NI, NO, 1.f, delta, NO,
-                l->param[p->p_weights].data, NI, 1.f, l->input_delta, NI);
+    cnnb_pool_sgemm(net->pool, 0, 0, B, NI, NO, 1.f, delta, NO, l->param[p->p_weights].data, NI, 1.f,
+                    l->input_delta, NI);
 }
 
 static void conn_free(cnnb_layer *l)

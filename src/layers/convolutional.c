@@ -12,6 +12,7 @@
 #include "cnnb/error.h"
 #include "cnnb/net.h"
 #include "core/im2col.h"
+#include "core/parallel.h"
 #include "core/winograd.h"
 #include "layers/batchnorm_impl.h"
 
@@ -263,8 +264,8 @@ static void conv_forward_window(cnnb_layer *l, cnnb_net *net)
     float *wp = p->wwin + (size_t)g * nw * kw;
     window_pack(p, l, weights + (size_t)g * fg * kk, wp);
     /* out (B x nw, ld F*ohw) = in (B x kw, ld C*hw) * Wwin^T */
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, net->batch, nw, kw, 1.f, l->input + (size_t)g * kw,
-                C * hw, wp, kw, 0.f, l->output + (size_t)g * nw, F * ohw);
+    cnnb_pool_sgemm(net->pool, 0, 1, net->batch, nw, kw, 1.f, l->input + (size_t)g * kw, C * hw, wp, kw, 0.f,
+                    l->output + (size_t)g * nw, F * ohw);
   }
 }
 
@@ -276,13 +277,13 @@ static void conv_backward_window(cnnb_layer *l, cnnb_net *net, float *gw)
   const int nw = fg * ohw;
   for (int g = 0; g < G; g++) {
     if (gw) { /* dWwin (nw x kw) = delta^T (nw x B) * in (B x kw), added into the taps of dW */
-      cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, nw, kw, net->batch, 1.f, l->delta + (size_t)g * nw,
-                  F * ohw, l->input + (size_t)g * kw, C * hw, 0.f, net->workspace, kw);
+      cnnb_pool_sgemm(net->pool, 1, 0, nw, kw, net->batch, 1.f, l->delta + (size_t)g * nw, F * ohw,
+                      l->input + (size_t)g * kw, C * hw, 0.f, net->workspace, kw);
       window_unpack_add(p, l, net->workspace, gw + (size_t)g * fg * kk);
     }
     if (l->input_delta) { /* dIn (B x kw) += delta (B x nw) * Wwin (nw x kw), packed by forward */
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, net->batch, kw, nw, 1.f, l->delta + (size_t)g * nw,
-                  F * ohw, p->wwin + (size_t)g * nw * kw, kw, 1.f, l->input_delta + (size_t)g * kw, C * hw);
+      cnnb_pool_sgemm(net->pool, 0, 0, net->batch, kw, nw, 1.f, l->delta + (size_t)g * nw, F * ohw,
+                      p->wwin + (size_t)g * nw * kw, kw, 1.f, l->input_delta + (size_t)g * kw, C * hw);
     }
   }
 }
@@ -380,22 +381,32 @@ static void conv_backward_dw(cnnb_layer *l, cnnb_net *net, float *gw)
     }
 }
 
-static void conv_forward(cnnb_layer *l, cnnb_net *net)
+/* Bias and activation of samples s0..s1-1 (no batch norm). */
+static void conv_bias_act(cnnb_layer *l, int s0, int s1)
+{
+  const conv_priv *p = l->priv;
+  const int F = p->filters, ohw = l->out.h * l->out.w;
+  const float *bias = l->param[p->p_biases].data;
+  for (int b = s0; b < s1; b++)
+    for (int f = 0; f < F; f++) {
+      float *o = l->output + ((size_t)b * F + f) * ohw;
+      for (int k = 0; k < ohw; k++) o[k] += bias[f];
+    }
+  cnnb_act_forward(l->act, l->output + (size_t)s0 * F * ohw, (size_t)(s1 - s0) * F * ohw);
+}
+
+/* Samples s0..s1-1 through the im2col path, with ws as scratch (l->workspace floats): chunks of
+ * p->chunk samples as one GEMM, one sample straight into the output, or a large image in bands
+ * (conv_setup). Without batch norm, bias and activation too (per sample, so a thread finishes its
+ * own samples). */
+static void conv_forward_samples(cnnb_layer *l, cnnb_net *net, int s0, int s1, float *ws)
 {
   conv_priv *p = l->priv;
   const int C = l->in.c, H = l->in.h, W = l->in.w, F = p->filters, G = p->groups;
   const int cg = C / G, fg = F / G, ohw = l->out.h * l->out.w, kk = cg * p->size * p->size;
   const float *weights = l->param[p->p_weights].data;
-  if (p->depthwise)
-    conv_forward_dw(l, net);
-  else if (p->window)
-    conv_forward_window(l, net);
-  /* Winograd when not training (cnnb_wino_forward returns -1 only when out of memory) */
-  const int wino = !p->window && !p->depthwise && p->wino_ok && !net->train && cnnb_wino_enabled() &&
-                   cnnb_wino_worth(net->batch, C, F, l->out.h, l->out.w) &&
-                   cnnb_wino_forward(&p->wino, weights, F, C, l->input, net->batch, H, W, p->pad, l->output) == 0;
-  for (int b0 = p->window || p->depthwise || wino ? net->batch : 0; b0 < net->batch; b0 += p->chunk) {
-    const int nb = net->batch - b0 < p->chunk ? net->batch - b0 : p->chunk;
+  for (int b0 = s0; b0 < s1; b0 += p->chunk) {
+    const int nb = s1 - b0 < p->chunk ? s1 - b0 : p->chunk;
     const size_t ld = (size_t)nb * ohw;
     for (int g = 0; g < G; g++) {
       const float *wg = weights + (size_t)g * fg * kk;
@@ -404,9 +415,8 @@ static void conv_forward(cnnb_layer *l, cnnb_net *net)
         float *out = l->output + ((size_t)b0 * F + (size_t)g * fg) * ohw;
         for (int y0 = 0; y0 < oh; y0 += p->band_rows) {
           const int y1 = y0 + p->band_rows < oh ? y0 + p->band_rows : oh, n = (y1 - y0) * ow;
-          cnnb_im2col_rows(in_at(l, b0, g, cg), cg, H, W, p->size, p->stride, p->pad, y0, y1, net->workspace,
-                           (size_t)n);
-          cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, fg, n, kk, 1.f, wg, kk, net->workspace, n, 0.f,
+          cnnb_im2col_rows(in_at(l, b0, g, cg), cg, H, W, p->size, p->stride, p->pad, y0, y1, ws, (size_t)n);
+          cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, fg, n, kk, 1.f, wg, kk, ws, n, 0.f,
                       out + (size_t)y0 * ow, ohw);
         }
         continue;
@@ -414,15 +424,15 @@ static void conv_forward(cnnb_layer *l, cnnb_net *net)
       if (nb == 1) { /* one sample: the GEMM writes the output in place */
         const float *col = in_at(l, b0, g, cg);
         if (!p->direct) {
-          cnnb_im2col(col, cg, H, W, p->size, p->stride, p->pad, net->workspace);
-          col = net->workspace;
+          cnnb_im2col(col, cg, H, W, p->size, p->stride, p->pad, ws);
+          col = ws;
         }
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, fg, ohw, kk, 1.f, wg, kk, col, ohw, 0.f,
                     l->output + ((size_t)b0 * F + (size_t)g * fg) * ohw, ohw);
         continue;
       }
       /* columns of the chunk side by side: sample i at column i*ohw */
-      float *col = net->workspace, *res = net->workspace + (size_t)kk * ld;
+      float *col = ws, *res = ws + (size_t)kk * ld;
       for (int i = 0; i < nb; i++)
         cnnb_im2col_ld(in_at(l, b0 + i, g, cg), cg, H, W, p->size, p->stride, p->pad, col + (size_t)i * ohw, ld);
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, fg, (int)ld, kk, 1.f, wg, kk, col, (int)ld, 0.f,
@@ -438,26 +448,139 @@ static void conv_forward(cnnb_layer *l, cnnb_net *net)
       }
     }
   }
-  if (p->bn_on) { /* normalise, scale, shift and activate in one pass */
-    cnnb_bn_forward_act(&p->bn, l, l->output, net->batch, net->train, l->act);
-    return;
-  } else {
-    const float *bias = l->param[p->p_biases].data;
-    for (int b = 0; b < net->batch; b++)
-      for (int f = 0; f < F; f++) {
-        float *o = l->output + ((size_t)b * F + f) * ohw;
-        for (int k = 0; k < ohw; k++) o[k] += bias[f];
-      }
-  }
-  cnnb_act_forward(l->act, l->output, (size_t)net->batch * F * ohw);
+  if (!p->bn_on) conv_bias_act(l, s0, s1);
 }
 
-static void conv_backward(cnnb_layer *l, cnnb_net *net)
+/* A region of the net's pool: thread t takes its share of the batch (core/parallel.h). */
+typedef struct conv_job {
+  cnnb_layer *l;
+  cnnb_net *net;
+} conv_job;
+
+static void conv_forward_task(void *ctx, int t, int n)
+{
+  conv_job *j = ctx;
+  int lo, hi;
+  cnnb_pool_range(j->net->batch, t, n, &lo, &hi);
+  if (lo < hi) conv_forward_samples(j->l, j->net, lo, hi, cnnb_net_thread_ws(j->net, t));
+}
+
+static void conv_forward(cnnb_layer *l, cnnb_net *net)
+{
+  conv_priv *p = l->priv;
+  const int C = l->in.c, H = l->in.h, W = l->in.w, F = p->filters;
+  const float *weights = l->param[p->p_weights].data;
+  int done = 1;
+  if (p->depthwise)
+    conv_forward_dw(l, net);
+  else if (p->window)
+    conv_forward_window(l, net);
+  /* Winograd when not training (cnnb_wino_forward returns -1 only when out of memory) */
+  else if (!(p->wino_ok && !net->train && cnnb_wino_enabled() &&
+             cnnb_wino_worth(net->batch, C, F, l->out.h, l->out.w) &&
+             cnnb_wino_forward(&p->wino, weights, F, C, l->input, net->batch, H, W, p->pad, l->output) == 0)) {
+    if (net->pool && net->batch > 1) {
+      conv_job j = {l, net};
+      cnnb_pool_run(net->pool, conv_forward_task, &j);
+    } else {
+      conv_forward_samples(l, net, 0, net->batch, net->workspace);
+    }
+    done = 0; /* bias and activation applied per sample unless batch norm follows */
+  }
+  if (p->bn_on) /* normalise, scale, shift and activate in one pass */
+    cnnb_bn_forward_act(&p->bn, l, l->output, net->batch, net->train, l->act);
+  else if (done)
+    conv_bias_act(l, 0, net->batch);
+}
+
+/* dW (added into gw when not NULL) and dIn of samples s0..s1-1 through the im2col path, from
+ * delta already through the activation and batch norm; ws is scratch of l->workspace floats. */
+static void conv_backward_samples(cnnb_layer *l, cnnb_net *net, int s0, int s1, float *ws, float *gw)
 {
   conv_priv *p = l->priv;
   const int C = l->in.c, H = l->in.h, W = l->in.w, F = p->filters, G = p->groups;
   const int cg = C / G, fg = F / G, ohw = l->out.h * l->out.w, kk = cg * p->size * p->size;
   const float *weights = l->param[p->p_weights].data;
+  const float *delta = l->delta;
+  for (int b0 = s0; b0 < s1; b0 += p->chunk) {
+    const int nb = s1 - b0 < p->chunk ? s1 - b0 : p->chunk;
+    const size_t ld = (size_t)nb * ohw;
+    for (int g = 0; g < G; g++) {
+      const float *wg = weights + (size_t)g * fg * kk;
+      const size_t in_off = ((size_t)b0 * C + (size_t)g * cg) * H * W;
+      if (nb == 1) { /* one sample: delta and input are the GEMM operands as they are */
+        const float *d = delta + ((size_t)b0 * F + (size_t)g * fg) * ohw;
+        if (gw) {
+          const float *col = l->input + in_off;
+          if (!p->direct) {
+            cnnb_im2col(col, cg, H, W, p->size, p->stride, p->pad, ws);
+            col = ws;
+          }
+          cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, fg, kk, ohw, 1.f, d, ohw, col, ohw, 1.f,
+                      gw + (size_t)g * fg * kk, kk);
+        }
+        if (l->input_delta) {
+          float *id = l->input_delta + in_off;
+          if (p->direct) {
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, kk, ohw, fg, 1.f, wg, kk, d, ohw, 1.f,
+                        id, ohw);
+          } else {
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, kk, ohw, fg, 1.f, wg, kk, d, ohw, 0.f,
+                        ws, ohw);
+            cnnb_col2im_add(ws, cg, H, W, p->size, p->stride, p->pad, id);
+          }
+        }
+        continue;
+      }
+      float *col = ws, *dm = ws + (size_t)kk * ld;
+      /* NCHW -> fg x (nb*ohw) */
+      for (int i = 0; i < nb; i++) {
+        const float *d = delta + ((size_t)(b0 + i) * F + (size_t)g * fg) * ohw;
+        for (int f = 0; f < fg; f++) {
+          float *o = dm + (size_t)f * ld + (size_t)i * ohw;
+          const float *r = d + (size_t)f * ohw;
+          for (int j = 0; j < ohw; j++) o[j] = r[j];
+        }
+      }
+      if (gw) { /* dW += delta(fg x nb*ohw) * col^T: the batch folded into the inner dimension */
+        for (int i = 0; i < nb; i++)
+          cnnb_im2col_ld(in_at(l, b0 + i, g, cg), cg, H, W, p->size, p->stride, p->pad, col + (size_t)i * ohw, ld);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, fg, kk, (int)ld, 1.f, dm, (int)ld, col, (int)ld, 1.f,
+                    gw + (size_t)g * fg * kk, kk);
+      }
+      if (l->input_delta) { /* dcol = W^T * delta for the chunk, then col2im per sample */
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, kk, (int)ld, fg, 1.f, wg, kk, dm, (int)ld, 0.f, col,
+                    (int)ld);
+        for (int i = 0; i < nb; i++)
+          cnnb_col2im_add_ld(col + (size_t)i * ohw, ld, cg, H, W, p->size, p->stride, p->pad,
+                             l->input_delta + ((size_t)(b0 + i) * C + (size_t)g * cg) * H * W);
+      }
+    }
+  }
+}
+
+/* Thread 0 adds its dW into the layer's gradient; every other thread into its own zeroed
+ * buffer past its workspace, summed into the gradient in thread order after the region, so the
+ * result depends only on the thread count. */
+static void conv_backward_task(void *ctx, int t, int n)
+{
+  conv_job *j = ctx;
+  const conv_priv *p = j->l->priv;
+  int lo, hi;
+  cnnb_pool_range(j->net->batch, t, n, &lo, &hi);
+  float *ws = cnnb_net_thread_ws(j->net, t), *gw = j->l->param[p->p_weights].grad;
+  if (gw && t > 0) {
+    const size_t nw = j->l->param[p->p_weights].count;
+    gw = ws + j->net->nworkspace;
+    for (size_t i = 0; i < nw; i++) gw[i] = 0.f;
+  }
+  if (lo < hi) conv_backward_samples(j->l, j->net, lo, hi, ws, gw);
+}
+
+static void conv_backward(cnnb_layer *l, cnnb_net *net)
+{
+  conv_priv *p = l->priv;
+  const int F = p->filters, ohw = l->out.h * l->out.w;
   float *gw = l->param[p->p_weights].grad;
   float *delta = l->delta;
 
@@ -488,60 +611,17 @@ static void conv_backward(cnnb_layer *l, cnnb_net *net)
     conv_backward_window(l, net, gw);
     return;
   }
-
-  for (int b0 = 0; b0 < net->batch; b0 += p->chunk) {
-    const int nb = net->batch - b0 < p->chunk ? net->batch - b0 : p->chunk;
-    const size_t ld = (size_t)nb * ohw;
-    for (int g = 0; g < G; g++) {
-      const float *wg = weights + (size_t)g * fg * kk;
-      const size_t in_off = ((size_t)b0 * C + (size_t)g * cg) * H * W;
-      if (nb == 1) { /* one sample: delta and input are the GEMM operands as they are */
-        const float *d = delta + ((size_t)b0 * F + (size_t)g * fg) * ohw;
-        if (gw) {
-          const float *col = l->input + in_off;
-          if (!p->direct) {
-            cnnb_im2col(col, cg, H, W, p->size, p->stride, p->pad, net->workspace);
-            col = net->workspace;
-          }
-          cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, fg, kk, ohw, 1.f, d, ohw, col, ohw, 1.f,
-                      gw + (size_t)g * fg * kk, kk);
-        }
-        if (l->input_delta) {
-          float *id = l->input_delta + in_off;
-          if (p->direct) {
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, kk, ohw, fg, 1.f, wg, kk, d, ohw, 1.f,
-                        id, ohw);
-          } else {
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, kk, ohw, fg, 1.f, wg, kk, d, ohw, 0.f,
-                        net->workspace, ohw);
-            cnnb_col2im_add(net->workspace, cg, H, W, p->size, p->stride, p->pad, id);
-          }
-        }
-        continue;
-      }
-      float *col = net->workspace, *dm = net->workspace + (size_t)kk * ld;
-      /* NCHW -> fg x (nb*ohw) */
-      for (int i = 0; i < nb; i++) {
-        const float *d = delta + ((size_t)(b0 + i) * F + (size_t)g * fg) * ohw;
-        for (int f = 0; f < fg; f++) {
-          float *o = dm + (size_t)f * ld + (size_t)i * ohw;
-          const float *r = d + (size_t)f * ohw;
-          for (int j = 0; j < ohw; j++) o[j] = r[j];
-        }
-      }
-      if (gw) { /* dW += delta(fg x nb*ohw) * col^T: the batch folded into the inner dimension */
-        for (int i = 0; i < nb; i++)
-          cnnb_im2col_ld(in_at(l, b0 + i, g, cg), cg, H, W, p->size, p->stride, p->pad, col + (size_t)i * ohw, ld);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, fg, kk, (int)ld, 1.f, dm, (int)ld, col, (int)ld, 1.f,
-                    gw + (size_t)g * fg * kk, kk);
-      }
-      if (l->input_delta) { /* dcol = W^T * delta for the chunk, then col2im per sample */
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, kk, (int)ld, fg, 1.f, wg, kk, dm, (int)ld, 0.f, col,
-                    (int)ld);
-        for (int i = 0; i < nb; i++)
-          cnnb_col2im_add_ld(col + (size_t)i * ohw, ld, cg, H, W, p->size, p->stride, p->pad,
-                             l->input_delta + ((size_t)(b0 + i) * C + (size_t)g * cg) * H * W);
-      }
+  if (!net->pool || net->batch < 2) {
+    conv_backward_samples(l, net, 0, net->batch, net->workspace, gw);
+    return;
+  }
+  conv_job j = {l, net};
+  cnnb_pool_run(net->pool, conv_backward_task, &j);
+  if (gw) {
+    const size_t nw = l->param[p->p_weights].count;
+    for (int t = 1; t < cnnb_pool_size(net->pool); t++) {
+      const float *gt = cnnb_net_thread_ws(net, t) + net->nworkspace;
+      for (size_t i = 0; i < nw; i++) gw[i] += gt[i];
     }
   }
 }

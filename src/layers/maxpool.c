@@ -12,6 +12,7 @@
 #include "cnnb/error.h"
 #include "cnnb/layer.h"
 #include "cnnb/net.h"
+#include "core/parallel.h"
 
 typedef struct maxpool_priv {
   int size, stride_x, stride_y, pad;
@@ -141,19 +142,20 @@ static inline void maxpool_forward_k(const maxpool_priv *p, const float *in, flo
     }
 }
 
-static void maxpool_forward(cnnb_layer *l, cnnb_net *net)
+/* Samples lo..hi-1 (threads take whole samples: argmax indices are per sample). */
+static void maxpool_forward_range(void *ctx, int lo, int hi)
 {
+  cnnb_layer *l = ctx;
   const maxpool_priv *p = l->priv;
   const int H = l->in.h, W = l->in.w, C = l->in.c, OH = l->out.h, OW = l->out.w;
   const int off = -p->pad / 2;
   const size_t insz = cnnb_shape_size(l->in), outsz = cnnb_shape_size(l->out);
   if (p->size == 2 && p->stride_x == 2 && p->stride_y == 2 && off == 0 && 2 * OH <= H && 2 * OW <= W) {
-    /* argmax indices are per sample: run the planes of each sample */
-    for (int b = 0; b < net->batch; b++)
+    for (int b = lo; b < hi; b++)
       maxpool_forward_2x2(l->input + b * insz, l->output + b * outsz, p->argmax + b * outsz, C, H, W, OH, OW);
     return;
   }
-  for (int b = 0; b < net->batch; b++) {
+  for (int b = lo; b < hi; b++) {
     const float *in = l->input + b * insz;
     float *out = l->output + b * outsz;
     int *am = p->argmax + b * outsz;
@@ -166,18 +168,28 @@ static void maxpool_forward(cnnb_layer *l, cnnb_net *net)
   }
 }
 
-static void maxpool_backward(cnnb_layer *l, cnnb_net *net)
+static void maxpool_forward(cnnb_layer *l, cnnb_net *net)
 {
+  cnnb_pool_for(net->pool, net->batch, maxpool_forward_range, l);
+}
+
+static void maxpool_backward_range(void *ctx, int lo, int hi)
+{
+  cnnb_layer *l = ctx;
   const maxpool_priv *p = l->priv;
-  if (!l->input_delta) return;
   const size_t insz = cnnb_shape_size(l->in), outsz = cnnb_shape_size(l->out);
-  for (int b = 0; b < net->batch; b++) {
+  for (int b = lo; b < hi; b++) {
     float *din = l->input_delta + b * insz;
     const float *d = l->delta + b * outsz;
     const int *am = p->argmax + b * outsz;
     for (size_t o = 0; o < outsz; o++)
       if (am[o] >= 0) din[am[o]] += d[o];
   }
+}
+
+static void maxpool_backward(cnnb_layer *l, cnnb_net *net)
+{
+  if (l->input_delta) cnnb_pool_for(net->pool, net->batch, maxpool_backward_range, l);
 }
 
 static void maxpool_free(cnnb_layer *l)

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "cnnb/error.h"
+#include "core/parallel.h"
 
 cnnb_net_opts cnnb_net_opts_default(void)
 {
@@ -70,6 +71,7 @@ void cnnb_net_free(cnnb_net *net)
   free(net->grads);
   free(net->state);
   free(net->workspace);
+  cnnb_pool_free(net->pool);
   free(net->input_delta);
   cnnb_cfg_free(&net->cfg);
   free(net);
@@ -238,9 +240,29 @@ static int allocate(cnnb_net *net, const cnnb_net_opts *o)
   net->state = calloc(ns ? ns : 1, sizeof(float));
   net->grads = o->train ? calloc(np ? np : 1, sizeof(float)) : NULL;
   net->nworkspace = ws;
-  net->workspace = ws ? malloc(ws * sizeof(float)) : NULL;
+  /* Threads inside the rank (core/parallel.h): each gets a slice of the scratch, and when
+   * training room for a private weight gradient of the largest layer. */
+  int nt = o->threads > 0 ? o->threads : cnnb_threads_default();
+  if (nt > o->max_batch) nt = o->max_batch;
+  size_t tws = ws;
+  if (nt > 1 && o->train) {
+    size_t wmax = 0;
+    for (int i = 0; i < net->n; i++)
+      for (int j = 0; j < net->layers[i].nparam; j++)
+        if (net->layers[i].param[j].count > wmax) wmax = net->layers[i].param[j].count;
+    tws += wmax;
+  }
+  net->nthreads = 1;
+  if (nt > 1) {
+    int rc = cnnb_pool_new(&net->pool, nt);
+    if (rc < 0) return rc;
+    net->nthreads = nt;
+  }
+  net->thread_ws = tws;
+  const size_t wsall = tws * (size_t)net->nthreads;
+  net->workspace = wsall ? malloc(wsall * sizeof(float)) : NULL;
   int want_delta = o->train || o->input_grad;
-  if (!net->params || !net->state || (o->train && !net->grads) || (ws && !net->workspace))
+  if (!net->params || !net->state || (o->train && !net->grads) || (wsall && !net->workspace))
     return cnnb_error(CNNB_ENOMEM, "%s: out of memory for %zu parameters", net->cfg.path, np);
   if (o->input_grad) {
     net->input_delta = calloc((size_t)o->max_batch * cnnb_shape_size(net->in), sizeof(float));
@@ -345,7 +367,9 @@ const float *cnnb_net_forward(cnnb_net *net, const float *x, int n)
   net->batch = n;
   net->input = x;
   net->layers[0].input = x;
+  const int blas = cnnb_pool_blas_begin(net->pool);
   for (int i = 0; i < net->n; i++) net->layers[i].ops->forward(&net->layers[i], net);
+  cnnb_pool_blas_end(blas);
   return net->layers[net->n - 1].output;
 }
 
@@ -363,10 +387,12 @@ void cnnb_net_backward(cnnb_net *net)
   for (int i = 0; i < net->n - 1; i++)
     memset(net->layers[i].delta, 0, nb * cnnb_shape_size(net->layers[i].out) * sizeof(float));
   if (net->input_delta) memset(net->input_delta, 0, nb * cnnb_shape_size(net->in) * sizeof(float));
+  const int blas = cnnb_pool_blas_begin(net->pool);
   for (int i = net->n - 1; i >= 0; i--) {
     net->layers[i].ops->backward(&net->layers[i], net);
     if (net->backward_hook) net->backward_hook(net, i, net->backward_hook_ctx);
   }
+  cnnb_pool_blas_end(blas);
 }
 
 void cnnb_net_zero_grads(cnnb_net *net)
