@@ -73,6 +73,7 @@ struct cnnb_net {
   int max_batch;
   int batch;                 /* samples in the current forward, <= max_batch */
   int train;                 /* training mode: batch statistics, dropout */
+  int backprop;              /* deltas exist (opts.train or opts.input_grad): backward can run */
   cnnb_hparams hp;
   float *params, *grads;     /* trainable arena and its gradients (grads NULL if not training) */
   size_t nparams;

@@ -24,11 +24,13 @@ int cnnb_bn_setup(cnnb_bn *bn, cnnb_layer *l, int c, int spatial, cnnb_net *net)
   if ((bn->p_mean = cnnb_layer_param(l, "rolling_mean", 0, 1, dims)) < 0) return bn->p_mean;
   if ((bn->p_var = cnnb_layer_param(l, "rolling_variance", 0, 1, dims)) < 0) return bn->p_var;
   if (max_batch <= 0) return 0; /* planning only (info): never runs forward */
-  bn->xhat = malloc(sizeof(float) * (size_t)max_batch * c * spatial);
+  /* xhat is kept for backward only: a net that never runs backward (inference) neither
+   * allocates nor writes it, which halves the memory its batch-norm layers touch. */
+  if (net->backprop) bn->xhat = malloc(sizeof(float) * (size_t)max_batch * c * spatial);
   bn->mean = malloc(sizeof(float) * (size_t)c);
   bn->inv_std = malloc(sizeof(float) * (size_t)c);
   bn->acc = malloc(sizeof(double) * (size_t)(4 * c + 1));
-  if (!bn->xhat || !bn->mean || !bn->inv_std || !bn->acc) {
+  if ((net->backprop && !bn->xhat) || !bn->mean || !bn->inv_std || !bn->acc) {
     cnnb_bn_free(bn);
     return cnnb_error(CNNB_ENOMEM, "out of memory for batch-norm buffers");
   }
@@ -229,9 +231,18 @@ static void normalize_range(void *ctx, int lo, int hi)
   for (int b = lo; b < hi; b++)
     for (int f = 0; f < C; f++) {
       const size_t o = ((size_t)b * C + f) * S;
-      float *restrict p = j->xw + o, *restrict xh = bn->xhat + o;
+      float *restrict p = j->xw + o;
       const float g = scales[f], s = biases[f];
       const double mu = j->mean[f], dinv = j->dinv[f];
+      if (!bn->xhat) { /* inference only: no xhat to keep */
+        for (int k = 0; k < S; k++) p[k] = g * (float)((p[k] - mu) * dinv) + s;
+        if (act == CNNB_ACT_RELU)
+          for (int k = 0; k < S; k++) p[k] = p[k] > 0.f ? p[k] : 0.f;
+        else if (act != CNNB_ACT_LINEAR)
+          cnnb_act_forward(act, p, (size_t)S);
+        continue;
+      }
+      float *restrict xh = bn->xhat + o;
       if (act == CNNB_ACT_RELU) {
         for (int k = 0; k < S; k++) {
           const float v = (float)((p[k] - mu) * dinv);

@@ -5,7 +5,8 @@
  *   padding  total padding per axis (default size-1, as Darknet), split as Darknet does:
  *            the window starts at -padding/2, so out = (h + padding - size)/stride + 1.
  *            With size=2 stride=1 (yolov3-tiny) that keeps 13x13.
- * Backward routes each output gradient to the input that won the max (argmax kept in priv). */
+ * Backward routes each output gradient to the input that won the max (argmax kept in priv;
+ * not kept by a net that never runs backward). */
 #include <float.h>
 #include <stdlib.h>
 
@@ -52,6 +53,7 @@ static int maxpool_setup(cnnb_layer *l, cnnb_cfg_section *s, cnnb_net *net)
   p->pad = pad;
   /* max_batch 0 means planning only (info): nothing will run */
   size_t na = net->max_batch > 0 ? (size_t)net->max_batch * cnnb_shape_size(l->out) : 0;
+  if (!net->backprop) na = 0; /* inference only: no backward needs the winners */
   p->argmax = na ? malloc(sizeof(int) * na) : NULL;
   if (na && !p->argmax) {
     free(p);
@@ -68,14 +70,15 @@ static void maxpool_init(cnnb_layer *l, cnnb_rng *rng) { (void)l; (void)rng; }
  * max of four inputs by selects, with the same winner as the general loop (the first maximum in
  * row-major window order; a NaN first element stays the winner there as here). Branch-free, so a
  * data-dependent compare costs no misprediction. */
-static void maxpool_forward_2x2(const float *in, float *out, int *am, int planes, int H, int W, int OH, int OW)
+static inline void maxpool_forward_2x2(const float *in, float *out, int *am, int planes, int H, int W, int OH, int OW,
+                                       const int keep)
 {
   for (int c = 0; c < planes; c++)
     for (int i = 0; i < OH; i++) {
       const int r0 = (c * H + 2 * i) * W;
       const float *a = in + r0, *b = in + r0 + W;
       float *o = out + ((size_t)c * OH + i) * OW;
-      int *m = am + ((size_t)c * OH + i) * OW;
+      int *m = keep ? am + ((size_t)c * OH + i) * OW : NULL;
       for (int j = 0; j < OW; j++) {
         const float v0 = a[2 * j], v1 = a[2 * j + 1], v2 = b[2 * j], v3 = b[2 * j + 1];
         float best = v0;
@@ -87,7 +90,7 @@ static void maxpool_forward_2x2(const float *in, float *out, int *am, int planes
         bi = v3 > best ? r0 + W + 2 * j + 1 : bi;
         best = v3 > best ? v3 : best;
         o[j] = best;
-        m[j] = bi;
+        if (keep) m[j] = bi;
       }
     }
 }
@@ -98,7 +101,7 @@ static void maxpool_forward_2x2(const float *in, float *out, int *am, int planes
  * element stays the winner). maxpool_forward calls it with k = 3 and 2 as constants, so that
  * the window loops of the stem's 3x3/2 pad-1 pool of ResNet and of yolov3-tiny's 2x2/1 unroll. */
 static inline void maxpool_forward_k(const maxpool_priv *p, const float *in, float *out, int *am, int planes,
-                                     int H, int W, int OH, int OW, const int k)
+                                     int H, int W, int OH, int OW, const int k, const int keep)
 {
   const int off = -p->pad / 2, sy = p->stride_y, sx = p->stride_x;
   for (int c = 0; c < planes; c++)
@@ -106,13 +109,13 @@ static inline void maxpool_forward_k(const maxpool_priv *p, const float *in, flo
       const int y0 = off + i * sy;
       const int u0 = y0 < 0 ? -y0 : 0, u1 = H - y0 < k ? H - y0 : k;
       float *o = out + ((size_t)c * OH + i) * OW;
-      int *m = am + ((size_t)c * OH + i) * OW;
+      int *m = keep ? am + ((size_t)c * OH + i) * OW : NULL;
       for (int j = 0; j < OW; j++) {
         const int x0 = off + j * sx;
         const int v0 = x0 < 0 ? -x0 : 0, v1 = W - x0 < k ? W - x0 : k;
         if (u0 >= u1 || v0 >= v1) { /* a window wholly in padding: cannot occur with padding < size */
           o[j] = 0.0f;
-          m[j] = -1;
+          if (keep) m[j] = -1;
           continue;
         }
         int bi = (c * H + y0 + u0) * W + x0 + v0;
@@ -137,35 +140,47 @@ static inline void maxpool_forward_k(const maxpool_priv *p, const float *in, flo
           }
         }
         o[j] = best;
-        m[j] = bi;
+        if (keep) m[j] = bi;
       }
     }
 }
 
-/* Samples lo..hi-1 (threads take whole samples: argmax indices are per sample). */
-static void maxpool_forward_range(void *ctx, int lo, int hi)
+/* Samples lo..hi-1 (threads take whole samples: argmax indices are per sample); keep: record
+ * the winners for backward (a constant at each call, so each variant compiles without the
+ * test). */
+static inline void forward_samples(cnnb_layer *l, int lo, int hi, const int keep)
 {
-  cnnb_layer *l = ctx;
   const maxpool_priv *p = l->priv;
   const int H = l->in.h, W = l->in.w, C = l->in.c, OH = l->out.h, OW = l->out.w;
   const int off = -p->pad / 2;
   const size_t insz = cnnb_shape_size(l->in), outsz = cnnb_shape_size(l->out);
   if (p->size == 2 && p->stride_x == 2 && p->stride_y == 2 && off == 0 && 2 * OH <= H && 2 * OW <= W) {
     for (int b = lo; b < hi; b++)
-      maxpool_forward_2x2(l->input + b * insz, l->output + b * outsz, p->argmax + b * outsz, C, H, W, OH, OW);
+      maxpool_forward_2x2(l->input + b * insz, l->output + b * outsz, keep ? p->argmax + b * outsz : NULL, C, H, W,
+                          OH, OW, keep);
     return;
   }
   for (int b = lo; b < hi; b++) {
     const float *in = l->input + b * insz;
     float *out = l->output + b * outsz;
-    int *am = p->argmax + b * outsz;
+    int *am = keep ? p->argmax + b * outsz : NULL;
     if (p->size == 3)
-      maxpool_forward_k(p, in, out, am, C, H, W, OH, OW, 3);
+      maxpool_forward_k(p, in, out, am, C, H, W, OH, OW, 3, keep);
     else if (p->size == 2)
-      maxpool_forward_k(p, in, out, am, C, H, W, OH, OW, 2);
+      maxpool_forward_k(p, in, out, am, C, H, W, OH, OW, 2, keep);
     else
-      maxpool_forward_k(p, in, out, am, C, H, W, OH, OW, p->size);
+      maxpool_forward_k(p, in, out, am, C, H, W, OH, OW, p->size, keep);
   }
+}
+
+static void maxpool_forward_range(void *ctx, int lo, int hi)
+{
+  cnnb_layer *l = ctx;
+  const maxpool_priv *p = l->priv;
+  if (p->argmax)
+    forward_samples(l, lo, hi, 1);
+  else
+    forward_samples(l, lo, hi, 0);
 }
 
 static void maxpool_forward(cnnb_layer *l, cnnb_net *net)
@@ -189,7 +204,8 @@ static void maxpool_backward_range(void *ctx, int lo, int hi)
 
 static void maxpool_backward(cnnb_layer *l, cnnb_net *net)
 {
-  if (l->input_delta) cnnb_pool_for(net->pool, net->batch, maxpool_backward_range, l);
+  const maxpool_priv *p = l->priv;
+  if (l->input_delta && p->argmax) cnnb_pool_for(net->pool, net->batch, maxpool_backward_range, l);
 }
 
 static void maxpool_free(cnnb_layer *l)

@@ -294,6 +294,7 @@ static int build(cnnb_net *net, const cnnb_net_opts *o)
                       cfg->sec[0].name);
   net->max_batch = o->max_batch;
   net->train = o->train;
+  net->backprop = o->train || o->input_grad;
   int rc = read_net_section(net, &cfg->sec[0], o);
   if (!rc) rc = plan_layers(net, o);
   if (!rc) rc = cnnb_cfg_check_unused(cfg, !o->quiet);
