@@ -77,6 +77,10 @@ typedef struct cnnb_layer_ops {
    * net->batch samples from net->truth, and writes l->delta = dL/d output scaled by
    * net->loss_scale. Returns the loss summed over the batch (not averaged). */
   double (*loss)(cnnb_layer *l, cnnb_net *net);
+  /* Optional: the indices of the layers whose outputs this one reads besides the previous
+   * layer's ([route], [shortcut]), at most cap of them; returns how many. Output sharing in
+   * inference (cnnb_net_opts.share_outputs) keeps those outputs until this layer has run. */
+  int (*sources)(const cnnb_layer *l, int *idx, int cap);
 } cnnb_layer_ops;
 
 struct cnnb_layer {

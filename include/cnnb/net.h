@@ -61,6 +61,10 @@ typedef struct cnnb_net_opts {
   int input_grad;    /* also compute dL/d input (style transfer, gradient checks) */
   int h, w, c;       /* override [net] input size when > 0 */
   int quiet;         /* no warnings for unused Darknet keys */
+  int share_outputs; /* inference only (no train, no input_grad): layers whose outputs are no
+                      * longer read share buffers; only the last layer's, loss layers' (YOLO
+                      * heads) and the sources of later layers' outputs stay valid after
+                      * forward. For bulk commands that read only those. */
   int threads;       /* threads splitting a layer's samples inside this rank; 0: CNNB_THREADS
                       * from the environment, else OpenBLAS's thread count (docs/ARCHITECTURE.md) */
 } cnnb_net_opts;
@@ -82,6 +86,8 @@ struct cnnb_net {
   float *workspace;          /* shared scratch, sized for the largest layer; with a pool,
                               * nthreads slices of thread_ws floats (cnnb_net_thread_ws) */
   size_t nworkspace;         /* floats of the largest layer's scratch */
+  float **out_blocks;        /* with opts.share_outputs: the buffers the outputs share */
+  int nout_blocks;
   int nthreads;              /* threads that split a layer's samples (1: none) */
   struct cnnb_pool *pool;    /* those threads (NULL when nthreads is 1) */
   size_t thread_ws;          /* floats per thread: nworkspace, then (training) room for the

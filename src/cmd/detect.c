@@ -119,6 +119,7 @@ int cnnb_cmd_detect(int argc, char **argv)
 
   cnnb_net_opts no = cnnb_net_opts_default();
   no.max_batch = (int)B;
+  no.share_outputs = 1; /* reads only the YOLO heads after forward */
   no.quiet = d.rank != 0;
   int rc = cnnb_net_load(&net, pos[0], &no);
   if (!rc && !cnnb_detect_has_heads(net))

@@ -230,6 +230,7 @@ int cnnb_cmd_embed(int argc, char **argv)
 
   cnnb_net_opts no = cnnb_net_opts_default();
   no.max_batch = (int)B;
+  no.share_outputs = 1; /* reads only the last layer after forward */
   no.quiet = d.rank != 0;
   int rc = cnnb_net_load(&net, pos[0], &no);
   if (!rc) rc = cnnb_weights_load(net, weights);

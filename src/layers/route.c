@@ -108,6 +108,14 @@ static void route_free(cnnb_layer *l)
   l->priv = NULL;
 }
 
+static int route_sources(const cnnb_layer *l, int *idx, int cap)
+{
+  const route_priv *p = l->priv;
+  int k = 0;
+  for (; k < p->n && k < cap; k++) idx[k] = p->index[k];
+  return k;
+}
+
 const cnnb_layer_ops cnnb_layer_route_ops = {
     .section = "route",
     .setup = route_setup,
@@ -116,4 +124,5 @@ const cnnb_layer_ops cnnb_layer_route_ops = {
     .backward = route_backward,
     .free = route_free,
     .loss = NULL,
+    .sources = route_sources,
 };

@@ -169,6 +169,14 @@ static void shortcut_free(cnnb_layer *l)
   l->priv = NULL;
 }
 
+static int shortcut_sources(const cnnb_layer *l, int *idx, int cap)
+{
+  const shortcut_priv *p = l->priv;
+  int k = 0;
+  for (; k < p->nfrom && k < cap; k++) idx[k] = p->from[k].index;
+  return k;
+}
+
 const cnnb_layer_ops cnnb_layer_shortcut_ops = {
     .section = "shortcut",
     .setup = shortcut_setup,
@@ -177,4 +185,5 @@ const cnnb_layer_ops cnnb_layer_shortcut_ops = {
     .backward = shortcut_backward,
     .free = shortcut_free,
     .loss = NULL,
+    .sources = shortcut_sources,
 };

@@ -63,9 +63,11 @@ void cnnb_net_free(cnnb_net *net)
   for (int i = 0; i < net->n; i++) {
     cnnb_layer *l = &net->layers[i];
     if (l->ops && l->ops->free) l->ops->free(l);
-    free(l->output);
+    if (!net->out_blocks) free(l->output);
     free(l->delta);
   }
+  for (int b = 0; b < net->nout_blocks; b++) free(net->out_blocks[b]);
+  free(net->out_blocks);
   free(net->layers);
   free(net->params);
   free(net->grads);
@@ -218,6 +220,72 @@ static int plan_layers(cnnb_net *net, const cnnb_net_opts *o)
   return 0;
 }
 
+/* Output sharing for inference (cnnb_net_opts.share_outputs): layer i's output is read by
+ * layer i+1 and by the later layers that name it as a source; the last layer's and loss
+ * layers' outputs are read after forward. Walking the layers in order, a buffer whose layer
+ * has no reader left goes back to a free list, and each output takes the smallest free buffer
+ * that fits (else the largest, grown; else a new one). A layer never writes into a buffer
+ * that its own inputs occupy: those are still read at its step. For yolov3-tiny this halves
+ * the memory forward touches (fewer first-touch page faults and cache misses). */
+static int share_outputs(cnnb_net *net, size_t max_batch)
+{
+  const int n = net->n;
+  int *last = malloc(sizeof(int) * (size_t)n), *blk = malloc(sizeof(int) * (size_t)n);
+  int *owner = malloc(sizeof(int) * (size_t)n);
+  size_t *cap = calloc((size_t)n, sizeof *cap);
+  int rc = 0, nb = 0;
+  if (!last || !blk || !owner || !cap) {
+    rc = cnnb_error(CNNB_ENOMEM, "%s: out of memory", net->cfg.path);
+    goto done;
+  }
+  for (int i = 0; i < n; i++)
+    last[i] = i == n - 1 || net->layers[i].ops->loss ? n : i + 1;
+  for (int j = 0; j < n; j++) {
+    int idx[64];
+    const cnnb_layer_ops *ops = net->layers[j].ops;
+    const int k = ops->sources ? ops->sources(&net->layers[j], idx, 64) : 0;
+    for (int m = 0; m < k; m++)
+      if (idx[m] >= 0 && idx[m] < n && last[idx[m]] < j) last[idx[m]] = j;
+  }
+  for (int i = 0; i < n; i++) {
+    for (int b = 0; b < nb; b++)
+      if (owner[b] >= 0 && last[owner[b]] < i) owner[b] = -1;
+    const size_t need = max_batch * cnnb_shape_size(net->layers[i].out);
+    int best = -1; /* the smallest free buffer that fits, else the largest free one */
+    for (int b = 0; b < nb; b++) {
+      if (owner[b] >= 0) continue;
+      if (best < 0)
+        best = b;
+      else if (cap[b] >= need && (cap[best] < need || cap[b] < cap[best]))
+        best = b;
+      else if (cap[b] < need && cap[best] < need && cap[b] > cap[best])
+        best = b;
+    }
+    if (best < 0) best = nb++;
+    owner[best] = i;
+    blk[i] = best;
+    if (cap[best] < need) cap[best] = need;
+  }
+  net->out_blocks = calloc((size_t)nb, sizeof *net->out_blocks);
+  if (!net->out_blocks) {
+    rc = cnnb_error(CNNB_ENOMEM, "%s: out of memory", net->cfg.path);
+    goto done;
+  }
+  net->nout_blocks = nb;
+  for (int b = 0; b < nb; b++)
+    if (!(net->out_blocks[b] = calloc(cap[b], sizeof(float)))) {
+      rc = cnnb_error(CNNB_ENOMEM, "%s: out of memory for layer outputs", net->cfg.path);
+      goto done;
+    }
+  for (int i = 0; i < n; i++) net->layers[i].output = net->out_blocks[blk[i]];
+done:
+  free(last);
+  free(blk);
+  free(owner);
+  free(cap);
+  return rc;
+}
+
 static int allocate(cnnb_net *net, const cnnb_net_opts *o)
 {
   size_t np = 0, ns = 0, ws = 0;
@@ -268,6 +336,11 @@ static int allocate(cnnb_net *net, const cnnb_net_opts *o)
     net->input_delta = calloc((size_t)o->max_batch * cnnb_shape_size(net->in), sizeof(float));
     if (!net->input_delta) return cnnb_error(CNNB_ENOMEM, "%s: out of memory", net->cfg.path);
   }
+  const int share = o->share_outputs && !want_delta;
+  if (share) {
+    int rc = share_outputs(net, (size_t)o->max_batch);
+    if (rc < 0) return rc;
+  }
   for (int i = 0; i < net->n; i++) {
     cnnb_layer *l = &net->layers[i];
     for (int j = 0; j < l->nparam; j++) {
@@ -276,7 +349,7 @@ static int allocate(cnnb_net *net, const cnnb_net_opts *o)
       p->grad = p->trainable && net->grads ? net->grads + p->offset : NULL;
     }
     size_t n = (size_t)o->max_batch * cnnb_shape_size(l->out);
-    l->output = calloc(n, sizeof(float));
+    if (!share) l->output = calloc(n, sizeof(float));
     l->delta = want_delta ? calloc(n, sizeof(float)) : NULL;
     if (!l->output || (want_delta && !l->delta))
       return cnnb_error(CNNB_ENOMEM, "%s: out of memory for layer %d outputs", net->cfg.path, i);
