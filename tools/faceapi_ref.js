@@ -9,10 +9,13 @@
 // Boxes and landmarks are in photo pixels (x, y: top-left corner). JPEGs are decoded with
 // jpeg-js, PNGs (8-bit, non-interlaced, as PIL and libpng write them) by the small decoder
 // below, both into an int32 H x W x 3 tensor. Timing covers detection to descriptors of every
-// photo (decoding excluded), after one warm-up photo, over --repeat passes.
+// photo (decoding excluded), after --warmup photos (default 1: wasm compilation and weight upload
+// happen there), over --repeat passes. "timing" also gives load_seconds (tfjs wasm init and the
+// three models), decode_seconds (all files) and process_seconds (node's uptime when the JSON is
+// written: the whole process less node's own start, which tools/bench_faces times from outside).
 //
 // usage: node tools/faceapi_ref.js [--models DIR] [--input-size 416] [--min-score 0.5]
-//                                  [--repeat N] [--threads N] -o OUT.json FILE...
+//                                  [--repeat N] [--warmup N] [--threads N] -o OUT.json FILE...
 'use strict';
 const fs = require('fs');
 const path = require('path');
@@ -22,7 +25,7 @@ const { createRequire } = require('module');
 function usage(msg) {
   if (msg) process.stderr.write(`faceapi_ref: ${msg}\n`);
   process.stderr.write('usage: node tools/faceapi_ref.js [--models DIR] [--input-size 416] [--min-score 0.5] '
-    + '[--repeat N] [--threads N] -o OUT.json FILE...\n');
+    + '[--repeat N] [--warmup N] [--threads N] -o OUT.json FILE...\n');
   process.exit(2);
 }
 
@@ -30,7 +33,8 @@ const cache = process.env.CNNB_CACHE || path.join(process.env.HOME || '/root', '
 const npmReq = createRequire(path.join(cache, 'npm', 'package.json'));
 const pkgDir = path.join(cache, 'npm', 'node_modules', '@vladmandic', 'face-api');
 
-const opt = { models: path.join(pkgDir, 'model'), inputSize: 416, minScore: 0.5, repeat: 1, threads: 0, out: null };
+const opt = { models: path.join(pkgDir, 'model'), inputSize: 416, minScore: 0.5, repeat: 1, warmup: 1, threads: 0,
+  out: null };
 const files = [];
 const argv = process.argv.slice(2);
 for (let i = 0; i < argv.length; i++) {
@@ -40,12 +44,14 @@ for (let i = 0; i < argv.length; i++) {
   else if (a === '--input-size') opt.inputSize = Number(val());
   else if (a === '--min-score') opt.minScore = Number(val());
   else if (a === '--repeat') opt.repeat = Number(val());
+  else if (a === '--warmup') opt.warmup = Number(val());
   else if (a === '--threads') opt.threads = Number(val());
   else if (a === '-o' || a === '--output') opt.out = val();
   else if (a.startsWith('-')) usage(`unknown option ${a}`);
   else files.push(a);
 }
 if (!opt.out || !files.length) usage('needs -o OUT.json and at least one file');
+if (!(opt.warmup >= 0) || !(opt.repeat >= 1)) usage('--warmup needs N >= 0 and --repeat N >= 1');
 
 // 8-bit PNG decoder (grey, grey+alpha, RGB, RGBA, palette; no interlace): PIL's output.
 function decodePng(buf, file) {
@@ -110,6 +116,7 @@ function decode(file, jpeg) {
 }
 
 async function main() {
+  const tLoad = process.hrtime.bigint();
   const tf = npmReq('@tensorflow/tfjs');
   const wasm = npmReq('@tensorflow/tfjs-backend-wasm');
   const jpeg = npmReq('jpeg-js');
@@ -122,18 +129,21 @@ async function main() {
   await faceapi.nets.tinyFaceDetector.loadFromDisk(opt.models);
   await faceapi.nets.faceLandmark68Net.loadFromDisk(opt.models);
   await faceapi.nets.faceRecognitionNet.loadFromDisk(opt.models);
+  const loadSeconds = Number(process.hrtime.bigint() - tLoad) / 1e9;
   const options = new faceapi.TinyFaceDetectorOptions({ inputSize: opt.inputSize, scoreThreshold: opt.minScore });
 
   // the dlib-aligned box the descriptor saw (before clipping), as face-api.js computes it
   const alignedBox = (lm) => { const b = lm.align(null, { useDlibAlignment: true }); return [b.x, b.y, b.width, b.height]; };
+  const tDecode = process.hrtime.bigint();
   const photos = files.map((f) => ({ file: f, img: decode(f, jpeg) }));
+  const decodeSeconds = Number(process.hrtime.bigint() - tDecode) / 1e9;
   const run = async (img) => {
     const t = tf.tensor3d(img.rgb, [img.height, img.width, 3], 'int32');
     const res = await faceapi.detectAllFaces(t, options).withFaceLandmarks().withFaceDescriptors();
     t.dispose();
     return res;
   };
-  await run(photos[0].img); // warm-up: wasm compilation and weight upload
+  for (let i = 0; i < opt.warmup; i++) await run(photos[i % photos.length].img); // wasm compilation, weight upload
   let results = null;
   const t0 = process.hrtime.bigint();
   for (let r = 0; r < opt.repeat; r++) {
@@ -157,8 +167,10 @@ async function main() {
         descriptor: Array.from(f.descriptor),
       })),
     })),
-    timing: { photos: photos.length * opt.repeat, seconds, photos_per_s: (photos.length * opt.repeat) / seconds },
+    timing: { photos: photos.length * opt.repeat, seconds, photos_per_s: (photos.length * opt.repeat) / seconds,
+      warmup: opt.warmup, load_seconds: loadSeconds, decode_seconds: decodeSeconds },
   };
+  out.timing.process_seconds = process.uptime(); // the JSON below is written after this: a few ms
   fs.writeFileSync(opt.out, JSON.stringify(out));
   const nf = out.photos.reduce((s, p) => s + p.faces.length, 0);
   process.stdout.write(`faceapi_ref: ${photos.length} photos, ${nf} faces, ${out.timing.photos_per_s.toFixed(3)} photos/s `

@@ -55,7 +55,8 @@ typedef struct cnnb_faces_opts {
   int input_size;  /* detector input, a multiple of 32 (face-api's inputSize, default 416) */
   float min_score; /* keep boxes with score > min_score (default 0.5) */
   float iou;       /* non-max suppression drops boxes with IoU > iou (face-api's 0.4) */
-  int max_batch;   /* photos per detector forward, crops per landmark/descriptor forward */
+  int max_batch;   /* crops per descriptor forward (faces: also photos per chunk); the detector
+                    * and the landmark net take one photo or crop per forward */
   int quiet;       /* no warnings while loading */
 } cnnb_faces_opts;
 

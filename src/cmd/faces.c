@@ -132,7 +132,7 @@ int cnnb_cmd_faces(int argc, char **argv)
                      {"models", "DIR", "converted face-api.js models (default $CNNB_CACHE/face-models)", &models, NULL},
                      {"min-score", "T", "keep faces with detector score > T (default 0.5)", &min_s, NULL},
                      {"input-size", "S", "detector input, a multiple of 32 (default 416)", &size_s, NULL},
-                     {"batch", "B", "photos per resumable chunk and crops per forward (default 8)", &batch_s, NULL},
+                     {"batch", "B", "photos per resumable chunk and crops per descriptor forward (default 8)", &batch_s, NULL},
                      {NULL, NULL, NULL, NULL, NULL}};
   const char *pos[1];
   int npos, prc = cnnb_args_parse(argc, argv, usage, opts, pos, 1, &npos);

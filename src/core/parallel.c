@@ -147,9 +147,9 @@ void cnnb_pool_free(cnnb_pool *p)
 
 int cnnb_pool_size(const cnnb_pool *p) { return p ? p->n : 1; }
 
-int cnnb_pool_blas_begin(const cnnb_pool *p)
+int cnnb_pool_blas_begin(const cnnb_pool *p, int items)
 {
-  if (!p) return 0;
+  if (!p || items < 2) return 0;
   const int saved = openblas_get_num_threads();
   if (saved > 1) openblas_set_num_threads(1);
   return saved;
@@ -166,7 +166,7 @@ void cnnb_pool_run(cnnb_pool *p, cnnb_pool_fn fn, void *ctx)
     fn(ctx, 0, 1);
     return;
   }
-  const int blas = cnnb_pool_blas_begin(p); /* one BLAS thread per pool thread */
+  const int blas = cnnb_pool_blas_begin(p, p->n); /* one BLAS thread per pool thread */
   p->fn = fn;
   p->ctx = ctx;
   atomic_store_explicit(&p->pending, p->n - 1, memory_order_relaxed);

@@ -27,10 +27,14 @@ void cnnb_pool_free(cnnb_pool *p);
 /* Threads of the pool (1 for NULL). */
 int cnnb_pool_size(const cnnb_pool *p);
 
-/* With a pool, OpenBLAS runs single-threaded from here to cnnb_pool_blas_end (a net's whole
- * forward or backward): its worker threads otherwise spin for a while after each threaded
- * call and take the cores from the pool's. Returns what cnnb_pool_blas_end restores. */
-int cnnb_pool_blas_begin(const cnnb_pool *p);
+/* With a pool and at least 2 items (samples) to split, OpenBLAS runs single-threaded from here
+ * to cnnb_pool_blas_end (a net's whole forward or backward): the pool's threads are then the
+ * parallelism, OpenBLAS's workers would otherwise spin for a while after each threaded call
+ * and take the cores from the pool's, and a GEMM split over threads may round differently
+ * (inference with a pool gives the same bits on any thread count). Without a pool, or for a
+ * single sample (style transfer, one large image), OpenBLAS keeps its own threads. Returns
+ * what cnnb_pool_blas_end restores. */
+int cnnb_pool_blas_begin(const cnnb_pool *p, int items);
 void cnnb_pool_blas_end(int saved);
 
 typedef void (*cnnb_pool_fn)(void *ctx, int t, int n);

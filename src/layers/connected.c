@@ -73,8 +73,9 @@ static void conn_forward(cnnb_layer *l, cnnb_net *net)
   conn_priv *p = l->priv;
   const int B = net->batch, NI = p->inputs, NO = p->outputs;
   /* out[B x O] = in[B x I] * W^T, W stored [O x I] */
-  cnnb_pool_sgemm(net->pool, 0, 1, B, NO, NI, 1.f, l->input, NI, l->param[p->p_weights].data, NI, 0.f, l->output,
-                  NO);
+  /* split only when training: inference gives the same bits on any thread count */
+  cnnb_pool_sgemm(net->backprop ? net->pool : NULL, 0, 1, B, NO, NI, 1.f, l->input, NI, l->param[p->p_weights].data,
+                  NI, 0.f, l->output, NO);
   if (p->bn_on) {
     cnnb_bn_forward(&p->bn, l, l->output, B, net->train);
   } else {

@@ -264,8 +264,10 @@ static void conv_forward_window(cnnb_layer *l, cnnb_net *net)
     float *wp = p->wwin + (size_t)g * nw * kw;
     window_pack(p, l, weights + (size_t)g * fg * kk, wp);
     /* out (B x nw, ld F*ohw) = in (B x kw, ld C*hw) * Wwin^T */
-    cnnb_pool_sgemm(net->pool, 0, 1, net->batch, nw, kw, 1.f, l->input + (size_t)g * kw, C * hw, wp, kw, 0.f,
-                    l->output + (size_t)g * nw, F * ohw);
+    /* split only when training: a split GEMM may round differently, and inference gives the
+     * same bits on any thread count */
+    cnnb_pool_sgemm(net->backprop ? net->pool : NULL, 0, 1, net->batch, nw, kw, 1.f, l->input + (size_t)g * kw,
+                    C * hw, wp, kw, 0.f, l->output + (size_t)g * nw, F * ohw);
   }
 }
 
@@ -451,17 +453,29 @@ static void conv_forward_samples(cnnb_layer *l, cnnb_net *net, int s0, int s1, f
   if (!p->bn_on) conv_bias_act(l, s0, s1);
 }
 
-/* A region of the net's pool: thread t takes its share of the batch (core/parallel.h). */
+/* A region of the net's pool: thread t takes its share of the batch (core/parallel.h), in
+ * whole chunks of the same grid as one thread uses (p->chunk samples from sample 0), so that
+ * every GEMM sees the same samples whatever the thread count and the forward gives the same
+ * bits on 1 or N threads. */
 typedef struct conv_job {
   cnnb_layer *l;
   cnnb_net *net;
 } conv_job;
 
+static void chunk_range(const cnnb_layer *l, int batch, int t, int n, int *lo, int *hi)
+{
+  const int c = ((const conv_priv *)l->priv)->chunk, nchunks = (batch + c - 1) / c;
+  int k0, k1;
+  cnnb_pool_range(nchunks, t, n, &k0, &k1);
+  *lo = k0 * c < batch ? k0 * c : batch;
+  *hi = k1 * c < batch ? k1 * c : batch;
+}
+
 static void conv_forward_task(void *ctx, int t, int n)
 {
   conv_job *j = ctx;
   int lo, hi;
-  cnnb_pool_range(j->net->batch, t, n, &lo, &hi);
+  chunk_range(j->l, j->net->batch, t, n, &lo, &hi);
   if (lo < hi) conv_forward_samples(j->l, j->net, lo, hi, cnnb_net_thread_ws(j->net, t));
 }
 
@@ -567,7 +581,7 @@ static void conv_backward_task(void *ctx, int t, int n)
   conv_job *j = ctx;
   const conv_priv *p = j->l->priv;
   int lo, hi;
-  cnnb_pool_range(j->net->batch, t, n, &lo, &hi);
+  chunk_range(j->l, j->net->batch, t, n, &lo, &hi);
   float *ws = cnnb_net_thread_ws(j->net, t), *gw = j->l->param[p->p_weights].grad;
   if (gw && t > 0) {
     const size_t nw = j->l->param[p->p_weights].count;

@@ -19,6 +19,7 @@
 #include "cnnb/match.h"
 #include "cnnb/net.h"
 #include "layers/heads.h"
+#include "model/faces_stem.h"
 
 struct cnnb_faces {
   cnnb_faces_opts o;
@@ -29,6 +30,7 @@ struct cnnb_faces {
   float *x;                    /* input batch, sized for the largest of the three */
   cnnb_det *dets;
   size_t ndets;
+  cnnb_faces_stem stem;        /* the detector's first convolution and pool, fused */
 };
 
 cnnb_faces_opts cnnb_faces_opts_default(void)
@@ -88,7 +90,14 @@ int cnnb_faces_open(cnnb_faces **out, const char *dir, const cnnb_faces_opts *o)
     if (!(f->path[k] = malloc(len))) rc = cnnb_error(CNNB_ENOMEM, "faces: out of memory");
     else snprintf(f->path[k], len, "%s/%s", dir, names[k]);
     if (!rc) rc = file_sha256(f->path[k], f->hash[k]);
-    if (!rc) rc = load_model(&f->net[k], f->path[k], k == 0 ? o->input_size : 0, o->max_batch, o->quiet);
+    /* the detector and the landmark net take one photo or crop per forward: their early maps
+     * (414 x 414 x 16, 112 x 112 x 32) fill a GEMM alone, and one sample's activations (31 and
+     * 8 MiB) are touched again while still in cache instead of 8 samples' being faulted in and
+     * swept through; the descriptor's late 5 x 5 and 9 x 9 maps need the batch. Fixed sizes,
+     * not the thread count: a layer's algorithm may depend on the batch (Winograd, one GEMM
+     * for small maps), and the bytes written must not depend on ranks or threads. */
+    const int batch = k == 2 ? o->max_batch : 1;
+    if (!rc) rc = load_model(&f->net[k], f->path[k], k == 0 ? o->input_size : 0, batch, o->quiet);
   }
   if (!rc) {
     for (int i = 0; i < f->net[0]->n && !f->region; i++) {
@@ -96,6 +105,7 @@ int cnnb_faces_open(cnnb_faces **out, const char *dir, const cnnb_faces_opts *o)
       if (cnnb_region_info(&f->net[0]->layers[i], &na, &nc)) f->region = &f->net[0]->layers[i];
     }
     if (!f->region) rc = cnnb_error(CNNB_ECFG, "%s: no [region] layer: not a face detector", f->path[0]);
+    else cnnb_faces_stem_install(&f->stem, f->net[0]);
     const cnnb_layer *lm = rc ? NULL : cnnb_net_output_layer(f->net[1]);
     const cnnb_layer *de = rc ? NULL : cnnb_net_output_layer(f->net[2]);
     if (!rc && cnnb_shape_size(lm->out) != 2 * CNNB_FACE_POINTS)
@@ -108,11 +118,11 @@ int cnnb_faces_open(cnnb_faces **out, const char *dir, const cnnb_faces_opts *o)
   if (!rc) {
     size_t big = 0;
     for (int k = 0; k < 3; k++) {
-      size_t s = cnnb_shape_size(f->net[k]->in);
+      size_t s = cnnb_shape_size(f->net[k]->in) * (size_t)f->net[k]->max_batch;
       if (s > big) big = s;
     }
     f->ndets = (size_t)f->region->out.h * f->region->out.w * 16 + 1;
-    f->x = malloc(sizeof *f->x * big * (size_t)o->max_batch);
+    f->x = malloc(sizeof *f->x * big);
     f->dets = malloc(sizeof *f->dets * f->ndets);
     if (!f->x || !f->dets) rc = cnnb_error(CNNB_ENOMEM, "faces: out of memory");
   }
@@ -127,6 +137,7 @@ int cnnb_faces_open(cnnb_faces **out, const char *dir, const cnnb_faces_opts *o)
 void cnnb_faces_close(cnnb_faces *f)
 {
   if (!f) return;
+  if (f->net[0]) cnnb_faces_stem_remove(&f->stem, f->net[0]);
   for (int k = 0; k < 3; k++) {
     cnnb_net_free(f->net[k]);
     free(f->path[k]);
@@ -139,6 +150,14 @@ void cnnb_faces_close(cnnb_faces *f)
 const char *cnnb_faces_model_path(const cnnb_faces *f, int k) { return f->path[k]; }
 const char *cnnb_faces_model_hash(const cnnb_faces *f, int k) { return f->hash[k]; }
 
+/* Source columns of one block of output columns: byte offsets of the left and right
+ * neighbours in the photo's row (-1: padding) and the weight of the right one. */
+enum { COLS = 256 };
+typedef struct {
+  long lo[COLS], ro[COLS];
+  float a[COLS];
+} col_table;
+
 void cnnb_faces_input(const unsigned char *rgb, int h, int w, int x0, int y0, int cw, int ch, int centre, int size,
                       float *chw)
 {
@@ -148,25 +167,36 @@ void cnnb_faces_input(const unsigned char *rgb, int h, int w, int x0, int y0, in
   const int px = ch > cw ? before : 0, py = cw > ch ? before : 0; /* crop's place in the square */
   const float scale = (float)m / (float)size;                    /* XNNPACK: in / out, float32 */
   const size_t plane = (size_t)size * size;
-  for (int oy = 0; oy < size; oy++) {
-    const float sy = (float)oy * scale;
-    const int ty = (int)sy, by = ty + 1 < m ? ty + 1 : m - 1;
-    const float ay = sy - (float)ty;
-    const int ry0 = ty - py, ry1 = by - py;
-    const int iny0 = ry0 >= 0 && ry0 < ch, iny1 = ry1 >= 0 && ry1 < ch;
-    for (int ox = 0; ox < size; ox++) {
-      const float sx = (float)ox * scale;
+  col_table t;
+  /* the source positions of a column are the same on every row: computed once per block of
+   * columns instead of per output value (same float operations, so the same values) */
+  for (int c0 = 0; c0 < size; c0 += COLS) {
+    const int nc = size - c0 < COLS ? size - c0 : COLS;
+    for (int j = 0; j < nc; j++) {
+      const float sx = (float)(c0 + j) * scale;
       const int lx = (int)sx, rx = lx + 1 < m ? lx + 1 : m - 1;
-      const float ax = sx - (float)lx;
       const int rx0 = lx - px, rx1 = rx - px;
-      const int inx0 = rx0 >= 0 && rx0 < cw, inx1 = rx1 >= 0 && rx1 < cw;
-      for (int c = 0; c < 3; c++) {
-#define PIX(iy, ix, ry, rx_) ((iy) && (ix) ? (float)rgb[((size_t)(y0 + (ry)) * w + (x0 + (rx_))) * 3 + c] : 0.0f)
-        const float tl = PIX(iny0, inx0, ry0, rx0), tr = PIX(iny0, inx1, ry0, rx1);
-        const float bl = PIX(iny1, inx0, ry1, rx0), br = PIX(iny1, inx1, ry1, rx1);
-#undef PIX
-        const float t = tl + (tr - tl) * ax, b = bl + (br - bl) * ax;
-        chw[c * plane + (size_t)oy * size + ox] = t + (b - t) * ay;
+      t.a[j] = sx - (float)lx;
+      t.lo[j] = rx0 >= 0 && rx0 < cw ? (long)(x0 + rx0) * 3 : -1;
+      t.ro[j] = rx1 >= 0 && rx1 < cw ? (long)(x0 + rx1) * 3 : -1;
+    }
+    for (int oy = 0; oy < size; oy++) {
+      const float sy = (float)oy * scale;
+      const int ty = (int)sy, by = ty + 1 < m ? ty + 1 : m - 1;
+      const float ay = sy - (float)ty;
+      const int ry0 = ty - py, ry1 = by - py;
+      const unsigned char *r0 = ry0 >= 0 && ry0 < ch ? rgb + (size_t)(y0 + ry0) * w * 3 : NULL;
+      const unsigned char *r1 = ry1 >= 0 && ry1 < ch ? rgb + (size_t)(y0 + ry1) * w * 3 : NULL;
+      float *o = chw + (size_t)oy * size + c0;
+      for (int j = 0; j < nc; j++) {
+        const long lo = t.lo[j], ro = t.ro[j];
+        const float ax = t.a[j];
+        for (int c = 0; c < 3; c++) {
+          const float tl = r0 && lo >= 0 ? (float)r0[lo + c] : 0.0f, tr = r0 && ro >= 0 ? (float)r0[ro + c] : 0.0f;
+          const float bl = r1 && lo >= 0 ? (float)r1[lo + c] : 0.0f, br = r1 && ro >= 0 ? (float)r1[ro + c] : 0.0f;
+          const float tp = tl + (tr - tl) * ax, b = bl + (br - bl) * ax;
+          o[c * plane + j] = tp + (b - tp) * ay;
+        }
       }
     }
   }
@@ -285,16 +315,16 @@ static int detect_one(cnnb_faces *f, int b, int h, int w, cnnb_face_list *out, l
 int cnnb_faces_run(cnnb_faces *f, int n, const unsigned char *const *rgb, const int *h, const int *w,
                    cnnb_face_list *out, long long *counts)
 {
-  const int B = f->o.max_batch, S = f->o.input_size;
+  const int S = f->o.input_size;
   const size_t first = out->n;
   int rc = 0;
-  /* 1. detection, B photos per forward */
+  /* 1. detection, the detector's max_batch photos per forward (1, see cnnb_faces_open) */
+  const int DB = f->net[0]->max_batch;
   const size_t in0 = (size_t)3 * S * S;
-  for (int a = 0; a < n && !rc; a += B) {
-    const int m = n - a < B ? n - a : B;
+  for (int a = 0; a < n && !rc; a += DB) {
+    const int m = n - a < DB ? n - a : DB;
     for (int i = 0; i < m; i++) {
-      const int M = w[a + i] > h[a + i] ? w[a + i] : h[a + i];
-      if (M < 1) { /* an unreadable photo: no input, no faces */
+      if (w[a + i] < 1 || h[a + i] < 1) { /* an unreadable photo: no input, no faces */
         memset(f->x + i * in0, 0, sizeof *f->x * in0);
         continue;
       }
@@ -315,10 +345,11 @@ int cnnb_faces_run(cnnb_faces *f, int n, const unsigned char *const *rgb, const 
   for (int i = 0, j = 0; i < n; i++)
     for (long long c = 0; c < counts[i]; c++) owner[j++] = i;
 
-  /* 2. landmarks and 3. descriptors, B crops per forward */
+  /* 2. landmarks, one crop per forward, and 3. descriptors, max_batch crops per forward (each
+   * net's max_batch) */
   for (int stage = 1; stage <= 2; stage++) {
     cnnb_net *net = f->net[stage];
-    const int size = net->in.h;
+    const int size = net->in.h, B = net->max_batch;
     const size_t insz = (size_t)3 * size * size;
     for (size_t a = 0; a < nf; a += (size_t)B) {
       const int m = nf - a < (size_t)B ? (int)(nf - a) : B;

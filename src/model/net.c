@@ -441,7 +441,7 @@ const float *cnnb_net_forward(cnnb_net *net, const float *x, int n)
   net->batch = n;
   net->input = x;
   net->layers[0].input = x;
-  const int blas = cnnb_pool_blas_begin(net->pool);
+  const int blas = cnnb_pool_blas_begin(net->pool, n);
   for (int i = 0; i < net->n; i++) net->layers[i].ops->forward(&net->layers[i], net);
   cnnb_pool_blas_end(blas);
   return net->layers[net->n - 1].output;
@@ -461,7 +461,7 @@ void cnnb_net_backward(cnnb_net *net)
   for (int i = 0; i < net->n - 1; i++)
     memset(net->layers[i].delta, 0, nb * cnnb_shape_size(net->layers[i].out) * sizeof(float));
   if (net->input_delta) memset(net->input_delta, 0, nb * cnnb_shape_size(net->in) * sizeof(float));
-  const int blas = cnnb_pool_blas_begin(net->pool);
+  const int blas = cnnb_pool_blas_begin(net->pool, net->batch);
   for (int i = net->n - 1; i >= 0; i--) {
     net->layers[i].ops->backward(&net->layers[i], net);
     if (net->backward_hook) net->backward_hook(net, i, net->backward_hook_ctx);
