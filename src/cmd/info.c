@@ -41,8 +41,9 @@ int cnnb_cmd_info(int argc, char **argv)
     if (vals[i] && cnnb_arg_long("info", names[i], vals[i], 1, 65536, &dims[i]) < 0) return CNNB_EXIT_USAGE;
   const char *model = pos[0];
 
-  int rank = 0;
-  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  int rank = 0, up = 0;
+  MPI_Initialized(&up);
+  if (up) MPI_Comm_rank(MPI_COMM_WORLD, &rank);
   cnnb_net_opts o = cnnb_net_opts_default();
   o.max_batch = 0; /* plan only */
   o.h = (int)dims[0], o.w = (int)dims[1], o.c = (int)dims[2];

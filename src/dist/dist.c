@@ -11,6 +11,14 @@
 
 void cnnb_dist_init(cnnb_dist *d, MPI_Comm comm)
 {
+  int up = 0;
+  MPI_Initialized(&up);
+  if (!up) { /* a serial command run without MPI (src/main.c): one rank, no communicator */
+    d->comm = MPI_COMM_NULL;
+    d->rank = 0;
+    d->size = 1;
+    return;
+  }
   d->comm = comm;
   MPI_Comm_rank(comm, &d->rank);
   MPI_Comm_size(comm, &d->size);
@@ -42,6 +50,7 @@ void cnnb_dist_slice(const cnnb_dist *d, long b, long *lo, long *hi)
 
 int cnnb_dist_agree(const cnnb_dist *d, int rc)
 {
+  if (d->comm == MPI_COMM_NULL) return rc; /* without MPI: the one rank's word stands */
   /* The lowest failing rank speaks for all; size means "nobody failed". */
   int key = rc ? d->rank : d->size, low;
   MPI_Allreduce(&key, &low, 1, MPI_INT, MPI_MIN, d->comm);
