@@ -77,6 +77,14 @@ const char *cnnb_faces_model_hash(const cnnb_faces *f, int k);
  * count. Returns 0 or a negative status. */
 int cnnb_faces_run(cnnb_faces *f, int n, const unsigned char *const *rgb, const int *h, const int *w,
                    cnnb_face_list *out, long long *counts);
+/* The same with the photos fetched one at a time: read(ctx, i) returns photo i's pixels (or NULL:
+ * unreadable, no faces), which need stay valid only until the next call, so one buffer can
+ * serve every photo; photos with h[i] or w[i] < 1 are not read. Detection, landmarks and the
+ * descriptor crops of a photo are done before the next is read; the descriptors then run over
+ * all the faces, in batches of the descriptor net's max_batch. */
+typedef const unsigned char *(*cnnb_faces_read_fn)(void *ctx, int i);
+int cnnb_faces_run_read(cnnb_faces *f, int n, cnnb_faces_read_fn read, void *ctx, const int *h, const int *w,
+                        cnnb_face_list *out, long long *counts);
 
 /* ---- the steps, exposed for tests ---- */
 

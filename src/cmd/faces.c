@@ -113,6 +113,46 @@ static int write_output(const cnnb_dist *d, const char *out, const char *data, c
   return rc;
 }
 
+/* cnnb_faces_run_read's reader: photo first+i of the image set into one buffer that serves every
+ * photo (the pipeline is done with a photo before it asks for the next); an unreadable photo is
+ * reported, counted and skipped (NULL). */
+typedef struct photo_reader {
+  cnnb_imageset *set;
+  long first;
+  unsigned char *px;
+  size_t cap;
+  double t_read;        /* seconds in cnnb_imageset_read */
+  long long unreadable;
+  int rc;               /* out of memory: ends the run */
+} photo_reader;
+
+static const unsigned char *read_photo(void *ctx, int i)
+{
+  photo_reader *r = ctx;
+  const long idx = r->first + i;
+  int h, w;
+  cnnb_imageset_size(r->set, idx, &h, &w);
+  const size_t need = (size_t)h * w * 3;
+  if (need > r->cap) {
+    unsigned char *p = realloc(r->px, need);
+    if (!p) {
+      r->rc = cnnb_error(CNNB_ENOMEM, "faces: out of memory for photo %ld", idx);
+      return NULL;
+    }
+    r->px = p, r->cap = need;
+  }
+  const double t0 = cnnb_now();
+  const int bad = cnnb_imageset_read(r->set, idx, r->px);
+  r->t_read += cnnb_now() - t0;
+  if (bad) {
+    fprintf(stderr, "cnn-batch faces: warning: photo %ld (%s) skipped: %s\n", idx, cnnb_imageset_path(r->set, idx),
+            cnnb_error_message());
+    r->unreadable++;
+    return NULL;
+  }
+  return r->px;
+}
+
 int cnnb_cmd_faces(int argc, char **argv)
 {
   static const char *usage =
@@ -159,7 +199,7 @@ int cnnb_cmd_faces(int argc, char **argv)
   cnnb_faces *fs = NULL;
   cnnb_imageset *set = NULL;
   long long *counts = NULL;
-  unsigned char **px = NULL;
+  photo_reader rd = {0};
   int *ph = NULL, *pw = NULL;
   cnnb_rows rows = {NULL, 0, 0, sizeof(cnnb_face)};
   cnnb_face_list fl = {NULL, 0, 0};
@@ -176,9 +216,8 @@ int cnnb_cmd_faces(int argc, char **argv)
   const long N = cnnb_imageset_count(set), nchunks = (N + B - 1) / B;
   long k0, k1;
   counts = calloc((size_t)(N > 0 ? N : 1), sizeof *counts);
-  px = calloc((size_t)B, sizeof *px);
   ph = calloc((size_t)B, sizeof *ph), pw = calloc((size_t)B, sizeof *pw);
-  rc = cnnb_dist_agree(&d, !counts || !px || !ph || !pw ? cnnb_error(CNNB_ENOMEM, "out of memory") : 0);
+  rc = cnnb_dist_agree(&d, !counts || !ph || !pw ? cnnb_error(CNNB_ENOMEM, "out of memory") : 0);
   if (!rc) rc = cnnb_chunks_plan(&d, nchunks, &k0, &k1);
   if (!rc) rc = cnnb_chunks_workdir(&d, work);
   if (rc) goto done;
@@ -191,10 +230,8 @@ int cnnb_cmd_faces(int argc, char **argv)
   snprintf(ks, sizeof ks, "%.9g %.9g %ld %ld %ld", fo.min_score, fo.iou, size, B, N);
   key = cnnb_fnv_str(key, ks);
 
-  size_t pxcap = 0;
   long computed = 0, resumed = 0;
-  long long unreadable = 0;
-  double t_read = 0, t_write = 0;
+  double t_write = 0;
   const double t_loop = cnnb_now();
   int lrc = 0;
   cnnb_chunk_loop loop;
@@ -205,28 +242,11 @@ int cnnb_cmd_faces(int argc, char **argv)
       resumed += m;
       continue;
     }
-    double t0 = cnnb_now();
-    for (long i = 0; i < m && !lrc; i++) {
-      cnnb_imageset_size(set, a + i, &ph[i], &pw[i]);
-      size_t need = (size_t)ph[i] * pw[i] * 3;
-      if (need > pxcap) pxcap = need;
-    }
-    for (long i = 0; i < m && !lrc; i++) {
-      unsigned char *np = realloc(px[i], pxcap ? pxcap : 1);
-      if (!np) lrc = cnnb_error(CNNB_ENOMEM, "faces: out of memory for photo %ld", a + i);
-      else px[i] = np;
-      if (!lrc && cnnb_imageset_read(set, a + i, px[i])) {
-        /* one unreadable photo is reported and skipped: the others are not lost */
-        fprintf(stderr, "cnn-batch faces: warning: photo %ld (%s) skipped: %s\n", a + i,
-                cnnb_imageset_path(set, a + i), cnnb_error_message());
-        ph[i] = pw[i] = 0;
-        unreadable++;
-      }
-    }
-    t_read += cnnb_now() - t0;
-    if (lrc) continue; /* the next check ends the loop on every rank */
+    for (long i = 0; i < m; i++) cnnb_imageset_size(set, a + i, &ph[i], &pw[i]);
     fl.n = 0;
-    lrc = cnnb_faces_run(fs, (int)m, (const unsigned char *const *)px, ph, pw, &fl, counts + a);
+    rd.set = set, rd.first = a;
+    lrc = cnnb_faces_run_read(fs, (int)m, read_photo, &rd, ph, pw, &fl, counts + a);
+    if (!lrc) lrc = rd.rc;
     if (lrc) {
       lrc = cnnb_error_prefix(lrc, "photos %ld..%ld (%s...): ", a, a + m - 1, cnnb_imageset_path(set, a));
       continue;
@@ -243,14 +263,14 @@ int cnnb_cmd_faces(int argc, char **argv)
 
   long long sums[2] = {0, 0}, nres[2] = {resumed, computed}, total = 0, skipped = 0;
   MPI_Reduce(nres, sums, 2, MPI_LONG_LONG, MPI_SUM, 0, d.comm);
-  MPI_Allreduce(&unreadable, &skipped, 1, MPI_LONG_LONG, MPI_SUM, d.comm);
+  MPI_Allreduce(&rd.unreadable, &skipped, 1, MPI_LONG_LONG, MPI_SUM, d.comm);
   double t0 = cnnb_now();
   rc = write_output(&d, out, data, models, fs, &fo, set, N, lo, hi, counts, &rows, skipped, &total);
   t_write = cnnb_now() - t0;
   if (!rc) cnnb_chunks_cleanup(&d, work, k0, k1);
   if (!rc) {
     /* the share of the run spent in HDF5, summed over ranks (the benchmark prints it) */
-    double mine[3] = {t_read, t_write, cnnb_now() - t_start}, all[3];
+    double mine[3] = {rd.t_read, t_write, cnnb_now() - t_start}, all[3];
     MPI_Reduce(mine, all, 3, MPI_DOUBLE, MPI_SUM, 0, d.comm);
     if (d.rank == 0) {
       printf("wrote %s: %lld faces in %ld photos (%lld computed, %lld resumed, %lld skipped)\n", out, total, N,
@@ -263,9 +283,7 @@ int cnnb_cmd_faces(int argc, char **argv)
   }
 done:
   if (rc && rc != CNNB_EINTR) cnnb_job_fail(&d, "faces");
-  if (px)
-    for (long i = 0; i < B; i++) free(px[i]);
-  free(px);
+  free(rd.px);
   free(ph);
   free(pw);
   free(fl.f);

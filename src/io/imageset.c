@@ -199,6 +199,20 @@ int cnnb_imageset_open(cnnb_imageset **out, const char *path)
   }
   hid_t o = H5Dopen2(s->f, "offsets", H5P_DEFAULT), sh = H5Dopen2(s->f, "shapes", H5P_DEFAULT);
   s->pixels = H5Dopen2(s->f, "pixels", H5P_DEFAULT);
+  /* Photos are read once, in order, each a run of whole or partial 1 MiB chunks. Uncompressed,
+   * they are best read without a chunk cache: HDF5 then copies straight into the caller's
+   * buffer (145 MB of photos: 0.022 -> 0.016 s). Compressed, the cache keeps the chunk that two
+   * photos share from being inflated twice. */
+  hid_t dcpl = s->pixels >= 0 ? H5Dget_create_plist(s->pixels) : -1;
+  if (dcpl >= 0 && H5Pget_nfilters(dcpl) == 0) {
+    hid_t dapl = H5Pcreate(H5P_DATASET_ACCESS);
+    if (dapl >= 0 && H5Pset_chunk_cache(dapl, 0, 0, H5D_CHUNK_CACHE_W0_DEFAULT) >= 0) {
+      H5Dclose(s->pixels);
+      s->pixels = H5Dopen2(s->f, "pixels", dapl);
+    }
+    if (dapl >= 0) H5Pclose(dapl);
+  }
+  if (dcpl >= 0) H5Pclose(dcpl);
   if (o < 0 || sh < 0 || s->pixels < 0) {
     if (o >= 0) H5Dclose(o);
     if (sh >= 0) H5Dclose(sh);

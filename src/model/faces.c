@@ -28,6 +28,9 @@ struct cnnb_faces {
   char *path[3];
   char hash[3][65];
   float *x;                    /* input batch, sized for the largest of the three */
+  float *dx;                   /* descriptor inputs of a call's faces (dxcap of them) */
+  unsigned char *dxok;         /* whether each had a non-empty crop */
+  size_t dxcap;
   cnnb_det *dets;
   size_t ndets;
   cnnb_faces_stem stem;        /* the detector's first convolution and pool, fused */
@@ -116,8 +119,8 @@ int cnnb_faces_open(cnnb_faces **out, const char *dir, const cnnb_faces_opts *o)
                       CNNB_FACE_DIM);
   }
   if (!rc) {
-    size_t big = 0;
-    for (int k = 0; k < 3; k++) {
+    size_t big = 0; /* the detector's and the landmark net's input (the descriptor's: f->dx) */
+    for (int k = 0; k < 2; k++) {
       size_t s = cnnb_shape_size(f->net[k]->in) * (size_t)f->net[k]->max_batch;
       if (s > big) big = s;
     }
@@ -143,6 +146,8 @@ void cnnb_faces_close(cnnb_faces *f)
     free(f->path[k]);
   }
   free(f->x);
+  free(f->dx);
+  free(f->dxok);
   free(f->dets);
   free(f);
 }
@@ -312,89 +317,105 @@ static int detect_one(cnnb_faces *f, int b, int h, int w, cnnb_face_list *out, l
   return rc;
 }
 
-int cnnb_faces_run(cnnb_faces *f, int n, const unsigned char *const *rgb, const int *h, const int *w,
-                   cnnb_face_list *out, long long *counts)
+/* Landmarks of face fc of a photo, one crop per forward (the net's max_batch is 1): face-api's
+ * postProcess maps the outputs, relative to the 112 x 112 input less the centred padding, over
+ * the scaled crop, then x crop size, + the unclipped box corner; then dlib's alignment. */
+static void landmarks_one(cnnb_faces *f, const unsigned char *rgb, int h, int w, cnnb_face *fc)
+{
+  cnnb_net *net = f->net[1];
+  const int size = net->in.h;
+  double bx[4];
+  int crop[4];
+  for (int k = 0; k < 4; k++) bx[k] = fc->box[k];
+  cnnb_faces_clip(bx, w, h, crop);
+  const int ok = crop[2] > 0 && crop[3] > 0;
+  if (ok) cnnb_faces_input(rgb, h, w, crop[0], crop[1], crop[2], crop[3], 1, size, f->x);
+  else memset(f->x, 0, sizeof *f->x * 3 * size * size);
+  cnnb_net_normalize_input(net, f->x, 1, f->x);
+  const float *o = cnnb_net_forward(net, f->x, 1);
+  const double cw = crop[2], ch = crop[3], s = (double)size / (cw > ch ? cw : ch);
+  const double iw = cw * s, ih = ch * s;
+  const double padx = iw < ih ? fabs(iw - ih) / 2 : 0, pady = ih < iw ? fabs(iw - ih) / 2 : 0;
+  for (int k = 0; k < CNNB_FACE_POINTS; k++) {
+    const double rx = ((float)(o[2 * k] * (float)size) - (float)padx) / (float)iw;
+    const double ry = ((float)(o[2 * k + 1] * (float)size) - (float)pady) / (float)ih;
+    fc->landmarks[2 * k] = ok ? (float)(rx * cw + fc->box[0]) : 0.0f;
+    fc->landmarks[2 * k + 1] = ok ? (float)(ry * ch + fc->box[1]) : 0.0f;
+  }
+  cnnb_faces_align(fc->landmarks, crop[2], crop[3], fc->aligned);
+}
+
+/* Room for n descriptor inputs in f->dx. */
+static int dx_reserve(cnnb_faces *f, size_t n)
+{
+  if (n <= f->dxcap) return 0;
+  const size_t insz = cnnb_shape_size(f->net[2]->in), cap = n > 2 * f->dxcap ? n : 2 * f->dxcap;
+  float *p = realloc(f->dx, sizeof *p * insz * cap);
+  unsigned char *q = realloc(f->dxok, cap);
+  if (p) f->dx = p;
+  if (q) f->dxok = q;
+  if (!p || !q) return cnnb_error(CNNB_ENOMEM, "faces: out of memory for %zu face crops", n);
+  f->dxcap = cap;
+  return 0;
+}
+
+int cnnb_faces_run_read(cnnb_faces *f, int n, cnnb_faces_read_fn read, void *ctx, const int *h, const int *w,
+                        cnnb_face_list *out, long long *counts)
 {
   const int S = f->o.input_size;
   const size_t first = out->n;
+  cnnb_net *dnet = f->net[2];
+  const int dsize = dnet->in.h, B = dnet->max_batch;
+  const size_t dinsz = cnnb_shape_size(dnet->in);
   int rc = 0;
-  /* 1. detection, the detector's max_batch photos per forward (1, see cnnb_faces_open) */
-  const int DB = f->net[0]->max_batch;
-  const size_t in0 = (size_t)3 * S * S;
-  for (int a = 0; a < n && !rc; a += DB) {
-    const int m = n - a < DB ? n - a : DB;
-    for (int i = 0; i < m; i++) {
-      if (w[a + i] < 1 || h[a + i] < 1) { /* an unreadable photo: no input, no faces */
-        memset(f->x + i * in0, 0, sizeof *f->x * in0);
-        continue;
-      }
-      cnnb_faces_input(rgb[a + i], h[a + i], w[a + i], 0, 0, w[a + i], h[a + i], 0, S, f->x + i * in0);
-    }
-    cnnb_net_normalize_input(f->net[0], f->x, m, f->x);
-    cnnb_net_forward(f->net[0], f->x, m);
-    for (int i = 0; i < m && !rc; i++) {
-      counts[a + i] = 0;
-      if (w[a + i] > 0 && h[a + i] > 0) rc = detect_one(f, i, h[a + i], w[a + i], out, &counts[a + i]);
+  /* 1. photo by photo (the detector's and landmark net's max_batch is 1, cnnb_faces_open):
+   * detection, each face's landmarks and alignment, and its descriptor input, cut before the
+   * next photo is read, so that one photo buffer serves the whole call */
+  for (int i = 0; i < n && !rc; i++) {
+    counts[i] = 0;
+    const unsigned char *rgb = w[i] > 0 && h[i] > 0 ? read(ctx, i) : NULL;
+    if (!rgb) continue; /* an unreadable photo: no faces */
+    cnnb_faces_input(rgb, h[i], w[i], 0, 0, w[i], h[i], 0, S, f->x);
+    cnnb_net_normalize_input(f->net[0], f->x, 1, f->x);
+    cnnb_net_forward(f->net[0], f->x, 1);
+    const size_t before = out->n;
+    rc = detect_one(f, 0, h[i], w[i], out, &counts[i]);
+    if (!rc) rc = dx_reserve(f, out->n - first);
+    for (size_t j = before; j < out->n && !rc; j++) {
+      cnnb_face *fc = &out->f[j];
+      landmarks_one(f, rgb, h[i], w[i], fc);
+      double bx[4];
+      int crop[4];
+      for (int k = 0; k < 4; k++) bx[k] = fc->aligned[k];
+      cnnb_faces_clip(bx, w[i], h[i], crop);
+      float *x = f->dx + (j - first) * dinsz;
+      f->dxok[j - first] = crop[2] > 0 && crop[3] > 0;
+      if (f->dxok[j - first]) cnnb_faces_input(rgb, h[i], w[i], crop[0], crop[1], crop[2], crop[3], 1, dsize, x);
+      else memset(x, 0, sizeof *x * dinsz);
     }
   }
   if (rc) return rc;
-  /* which photo each new face belongs to */
+  /* 2. the descriptors of all the call's faces, max_batch crops per forward (the late 5 x 5
+   * and 9 x 9 maps need the batch); face-api gives a zero descriptor to an empty crop */
   const size_t nf = out->n - first;
-  int *owner = malloc(sizeof *owner * (nf ? nf : 1));
-  if (!owner) return cnnb_error(CNNB_ENOMEM, "faces: out of memory");
-  for (int i = 0, j = 0; i < n; i++)
-    for (long long c = 0; c < counts[i]; c++) owner[j++] = i;
-
-  /* 2. landmarks, one crop per forward, and 3. descriptors, max_batch crops per forward (each
-   * net's max_batch) */
-  for (int stage = 1; stage <= 2; stage++) {
-    cnnb_net *net = f->net[stage];
-    const int size = net->in.h, B = net->max_batch;
-    const size_t insz = (size_t)3 * size * size;
-    for (size_t a = 0; a < nf; a += (size_t)B) {
-      const int m = nf - a < (size_t)B ? (int)(nf - a) : B;
-      int crop[64][4], ok[64];
-      for (int i = 0; i < m; i++) {
-        cnnb_face *fc = &out->f[first + a + i];
-        const int p = owner[a + i];
-        double bx[4];
-        if (stage == 1) {
-          for (int k = 0; k < 4; k++) bx[k] = fc->box[k];
-        } else {
-          for (int k = 0; k < 4; k++) bx[k] = fc->aligned[k];
-        }
-        cnnb_faces_clip(bx, w[p], h[p], crop[i]);
-        ok[i] = crop[i][2] > 0 && crop[i][3] > 0;
-        if (ok[i]) cnnb_faces_input(rgb[p], h[p], w[p], crop[i][0], crop[i][1], crop[i][2], crop[i][3], 1, size,
-                                    f->x + i * insz);
-        else memset(f->x + i * insz, 0, sizeof *f->x * insz);
-      }
-      cnnb_net_normalize_input(net, f->x, m, f->x);
-      const float *y = cnnb_net_forward(net, f->x, m);
-      for (int i = 0; i < m; i++) {
-        cnnb_face *fc = &out->f[first + a + i];
-        if (stage == 1) {
-          /* face-api's postProcess: outputs relative to the 112 x 112 input, less the centred
-           * padding, over the scaled crop; then x crop size, + the unclipped box corner */
-          const double cw = crop[i][2], ch = crop[i][3], s = (double)size / (cw > ch ? cw : ch);
-          const double iw = cw * s, ih = ch * s;
-          const double padx = iw < ih ? fabs(iw - ih) / 2 : 0, pady = ih < iw ? fabs(iw - ih) / 2 : 0;
-          const float *o = y + (size_t)i * 2 * CNNB_FACE_POINTS;
-          for (int k = 0; k < CNNB_FACE_POINTS; k++) {
-            const double rx = ((float)(o[2 * k] * (float)size) - (float)padx) / (float)iw;
-            const double ry = ((float)(o[2 * k + 1] * (float)size) - (float)pady) / (float)ih;
-            fc->landmarks[2 * k] = ok[i] ? (float)(rx * cw + fc->box[0]) : 0.0f;
-            fc->landmarks[2 * k + 1] = ok[i] ? (float)(ry * ch + fc->box[1]) : 0.0f;
-          }
-          cnnb_faces_align(fc->landmarks, crop[i][2], crop[i][3], fc->aligned);
-        } else {
-          /* face-api gives a zero descriptor to an empty crop */
-          if (ok[i]) memcpy(fc->descriptor, y + (size_t)i * CNNB_FACE_DIM, sizeof fc->descriptor);
-          else memset(fc->descriptor, 0, sizeof fc->descriptor);
-        }
-      }
+  for (size_t a = 0; a < nf; a += (size_t)B) {
+    const int m = nf - a < (size_t)B ? (int)(nf - a) : B;
+    float *x = f->dx + a * dinsz;
+    cnnb_net_normalize_input(dnet, x, m, x);
+    const float *y = cnnb_net_forward(dnet, x, m);
+    for (int i = 0; i < m; i++) {
+      cnnb_face *fc = &out->f[first + a + (size_t)i];
+      if (f->dxok[a + (size_t)i]) memcpy(fc->descriptor, y + (size_t)i * CNNB_FACE_DIM, sizeof fc->descriptor);
+      else memset(fc->descriptor, 0, sizeof fc->descriptor);
     }
   }
-  free(owner);
   return 0;
+}
+
+static const unsigned char *read_array(void *ctx, int i) { return ((const unsigned char *const *)ctx)[i]; }
+
+int cnnb_faces_run(cnnb_faces *f, int n, const unsigned char *const *rgb, const int *h, const int *w,
+                   cnnb_face_list *out, long long *counts)
+{
+  return cnnb_faces_run_read(f, n, read_array, (void *)rgb, h, w, out, counts);
 }
