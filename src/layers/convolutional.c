@@ -453,17 +453,24 @@ static void conv_forward_samples(cnnb_layer *l, cnnb_net *net, int s0, int s1, f
   if (!p->bn_on) conv_bias_act(l, s0, s1);
 }
 
-/* A region of the net's pool: thread t takes its share of the batch (core/parallel.h), in
- * whole chunks of the same grid as one thread uses (p->chunk samples from sample 0), so that
- * every GEMM sees the same samples whatever the thread count and the forward gives the same
- * bits on 1 or N threads. */
+/* A region of the net's pool: thread t takes its share of the batch (core/parallel.h). In
+ * inference, whole chunks of the grid one thread uses (p->chunk samples from sample 0), so that
+ * every GEMM sees the same samples whatever the thread count and the outputs have the same bits
+ * on 1 or N threads; in training (whose weight gradients depend on the thread count anyway) an
+ * even share of samples, since a few large chunks split unevenly (ResNet's 4x4 maps: 3 chunks
+ * of 12 for a batch of 32). */
 typedef struct conv_job {
   cnnb_layer *l;
   cnnb_net *net;
 } conv_job;
 
-static void chunk_range(const cnnb_layer *l, int batch, int t, int n, int *lo, int *hi)
+static void chunk_range(const cnnb_layer *l, const cnnb_net *net, int t, int n, int *lo, int *hi)
 {
+  const int batch = net->batch;
+  if (net->backprop) {
+    cnnb_pool_range(batch, t, n, lo, hi);
+    return;
+  }
   const int c = ((const conv_priv *)l->priv)->chunk, nchunks = (batch + c - 1) / c;
   int k0, k1;
   cnnb_pool_range(nchunks, t, n, &k0, &k1);
@@ -475,7 +482,7 @@ static void conv_forward_task(void *ctx, int t, int n)
 {
   conv_job *j = ctx;
   int lo, hi;
-  chunk_range(j->l, j->net->batch, t, n, &lo, &hi);
+  chunk_range(j->l, j->net, t, n, &lo, &hi);
   if (lo < hi) conv_forward_samples(j->l, j->net, lo, hi, cnnb_net_thread_ws(j->net, t));
 }
 
@@ -581,7 +588,7 @@ static void conv_backward_task(void *ctx, int t, int n)
   conv_job *j = ctx;
   const conv_priv *p = j->l->priv;
   int lo, hi;
-  chunk_range(j->l, j->net->batch, t, n, &lo, &hi);
+  chunk_range(j->l, j->net, t, n, &lo, &hi);
   float *ws = cnnb_net_thread_ws(j->net, t), *gw = j->l->param[p->p_weights].grad;
   if (gw && t > 0) {
     const size_t nw = j->l->param[p->p_weights].count;
