@@ -113,10 +113,11 @@ static const char *LENET = "[net]\nheight=28\nwidth=28\nchannels=1\n"
                            "[connected]\noutput=10\nactivation=linear\n[softmax]\n";
 
 /* No batch norm: the convolutions add bias and activate per sample inside the region; a
- * grouped conv, a direct 1x1 conv, a strided 3x3 with padding, and the window path (3x3 on a
+ * grouped conv, a depthwise conv, a direct 1x1 conv, a strided 3x3 with padding, and the window path (3x3 on a
  * 2x2 map). */
 static const char *MIXED = "[net]\nheight=12\nwidth=10\nchannels=4\n"
                            "[convolutional]\nfilters=8\nsize=3\npad=1\ngroups=2\nactivation=leaky\n"
+                           "[convolutional]\nfilters=8\nsize=3\npad=1\ngroups=8\nactivation=relu\n"
                            "[convolutional]\nfilters=6\nsize=1\nactivation=logistic\n"
                            "[convolutional]\nfilters=8\nsize=3\nstride=2\npad=1\nactivation=tanh\n"
                            "[maxpool]\nsize=3\nstride=2\n"
