@@ -397,23 +397,40 @@ static void conv_backward_dw_samples(cnnb_layer *l, int s0, int s1, float *gw)
     }
 }
 
+/* Where thread t of a backward region adds its weight gradient: thread 0 into the layer's own
+ * (gw), the others into a zeroed buffer past their scratch, which add_thread_grads sums into gw
+ * in thread order after the region, so the result depends only on the thread count. */
+static float *thread_grad(const cnnb_layer *l, const cnnb_net *net, int t, float *gw)
+{
+  if (!gw || t == 0) return gw;
+  const conv_priv *p = l->priv;
+  const size_t nw = l->param[p->p_weights].count;
+  float *g = cnnb_net_thread_ws(net, t) + net->nworkspace;
+  for (size_t i = 0; i < nw; i++) g[i] = 0.f;
+  return g;
+}
+
+static void add_thread_grads(const cnnb_layer *l, const cnnb_net *net, float *gw)
+{
+  if (!gw) return;
+  const conv_priv *p = l->priv;
+  const size_t nw = l->param[p->p_weights].count;
+  for (int t = 1; t < cnnb_pool_size(net->pool); t++) {
+    const float *g = cnnb_net_thread_ws(net, t) + net->nworkspace;
+    for (size_t i = 0; i < nw; i++) gw[i] += g[i];
+  }
+}
+
 typedef struct dw_job {
   cnnb_layer *l;
   cnnb_net *net;
   float *gw;
 } dw_job;
 
-/* As conv_backward_task: thread 0 adds into the gradient, the others into their own buffers. */
 static void conv_backward_dw_task(void *ctx, int t, int n)
 {
   dw_job *j = ctx;
-  float *gw = j->gw;
-  if (gw && t > 0) {
-    const conv_priv *p = j->l->priv;
-    const size_t nw = j->l->param[p->p_weights].count;
-    gw = cnnb_net_thread_ws(j->net, t) + j->net->nworkspace;
-    for (size_t i = 0; i < nw; i++) gw[i] = 0.f;
-  }
+  float *gw = thread_grad(j->l, j->net, t, j->gw);
   int lo, hi;
   cnnb_pool_range(j->net->batch, t, n, &lo, &hi);
   if (lo < hi) conv_backward_dw_samples(j->l, lo, hi, gw);
@@ -427,14 +444,7 @@ static void conv_backward_dw(cnnb_layer *l, cnnb_net *net, float *gw)
   }
   dw_job j = {l, net, gw};
   cnnb_pool_run(net->pool, conv_backward_dw_task, &j);
-  if (gw) {
-    const conv_priv *p = l->priv;
-    const size_t nw = l->param[p->p_weights].count;
-    for (int t = 1; t < cnnb_pool_size(net->pool); t++) {
-      const float *gt = cnnb_net_thread_ws(net, t) + net->nworkspace;
-      for (size_t i = 0; i < nw; i++) gw[i] += gt[i];
-    }
-  }
+  add_thread_grads(l, net, gw);
 }
 
 /* Bias and activation of samples s0..s1-1 (no batch norm). */
@@ -634,22 +644,15 @@ static void conv_backward_samples(cnnb_layer *l, cnnb_net *net, int s0, int s1, 
   }
 }
 
-/* Thread 0 adds its dW into the layer's gradient; every other thread into its own zeroed
- * buffer past its workspace, summed into the gradient in thread order after the region, so the
- * result depends only on the thread count. */
+/* Thread t's samples; its weight gradient goes where thread_grad says. */
 static void conv_backward_task(void *ctx, int t, int n)
 {
   conv_job *j = ctx;
   const conv_priv *p = j->l->priv;
   int lo, hi;
   chunk_range(j->l, j->net, t, n, &lo, &hi);
-  float *ws = cnnb_net_thread_ws(j->net, t), *gw = j->l->param[p->p_weights].grad;
-  if (gw && t > 0) {
-    const size_t nw = j->l->param[p->p_weights].count;
-    gw = ws + j->net->nworkspace;
-    for (size_t i = 0; i < nw; i++) gw[i] = 0.f;
-  }
-  if (lo < hi) conv_backward_samples(j->l, j->net, lo, hi, ws, gw);
+  float *gw = thread_grad(j->l, j->net, t, j->l->param[p->p_weights].grad);
+  if (lo < hi) conv_backward_samples(j->l, j->net, lo, hi, cnnb_net_thread_ws(j->net, t), gw);
 }
 
 static void conv_backward(cnnb_layer *l, cnnb_net *net)
@@ -692,13 +695,7 @@ static void conv_backward(cnnb_layer *l, cnnb_net *net)
   }
   conv_job j = {l, net};
   cnnb_pool_run(net->pool, conv_backward_task, &j);
-  if (gw) {
-    const size_t nw = l->param[p->p_weights].count;
-    for (int t = 1; t < cnnb_pool_size(net->pool); t++) {
-      const float *gt = cnnb_net_thread_ws(net, t) + net->nworkspace;
-      for (size_t i = 0; i < nw; i++) gw[i] += gt[i];
-    }
-  }
+  add_thread_grads(l, net, gw);
 }
 
 static void conv_free(cnnb_layer *l)
