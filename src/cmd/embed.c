@@ -388,7 +388,7 @@ int cnnb_cmd_embed(int argc, char **argv)
     MPI_Allreduce(MPI_IN_PLACE, io, 3, MPI_DOUBLE, MPI_MAX, d.comm);
     if (d.rank == 0)
       printf("wrote %s: %ld x %d embeddings (%lld computed, %lld resumed) in %.2f s, %.1f crops/s; HDF5 reads and "
-             "writes %.2f s (%.1f%% of the run; reads %.2f s, writes %.2f s)\n",
+             "writes %.3f s (%.1f%% of the run; reads %.3f s, writes %.3f s)\n",
              out, N, D, sums[1], sums[2], wall, wall > 0 ? (double)sums[1] / wall : 0, io[0],
              wall > 0 ? 100 * io[0] / wall : 0, io[1], io[2]);
   }
