@@ -555,7 +555,7 @@ static void conv_forward(cnnb_layer *l, cnnb_net *net)
   conv_priv *p = l->priv;
   const int C = l->in.c, H = l->in.h, W = l->in.w, F = p->filters;
   const float *weights = l->param[p->p_weights].data;
-  int done = 1;
+  int bias_pending = 1; /* the direct, window and Winograd paths leave bias and activation */
   if (p->depthwise)
     conv_forward_dw(l, net);
   else if (p->window)
@@ -570,11 +570,11 @@ static void conv_forward(cnnb_layer *l, cnnb_net *net)
     } else {
       conv_forward_samples(l, net, 0, net->batch, net->workspace);
     }
-    done = 0; /* bias and activation applied per sample unless batch norm follows */
+    bias_pending = 0; /* conv_forward_samples adds them per sample unless batch norm follows */
   }
   if (p->bn_on) /* normalise, scale, shift and activate in one pass */
     cnnb_bn_forward_act(&p->bn, l, l->output, net->batch, net->train, l->act);
-  else if (done)
+  else if (bias_pending)
     conv_bias_act(l, 0, net->batch);
 }
 
