@@ -50,6 +50,8 @@ int cnnb_act_parse(const char *name);
 const char *cnnb_act_name(cnnb_act a);
 /* y = f(x) in place, n values. */
 void cnnb_act_forward(cnnb_act a, float *x, size_t n);
+/* x = act(scale * x + shift) in one pass (inference's folded batch norm, or a bias). */
+void cnnb_act_affine(cnnb_act a, float *x, size_t n, float scale, float shift);
 /* delta *= f'(x) where y = f(x) is the already activated output (all our activations have
  * derivatives expressible in y). */
 void cnnb_act_backward(cnnb_act a, const float *y, float *delta, size_t n);

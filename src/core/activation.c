@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "cnnb/layer.h"
+#include "core/simd.h"
 
 /* Without trapping math GCC may evaluate both arms of a select (0.1f * x for leaky), so that the
  * leaky loops become vector blends instead of a branch per element (18% of a yolov3-tiny
@@ -53,6 +54,32 @@ void cnnb_act_forward(cnnb_act a, float *x, size_t n)
     }
     break;
   default: break;
+  }
+}
+
+CNNB_CLONES void cnnb_act_affine(cnnb_act a, float *x, size_t n, float scale, float shift)
+{
+  size_t i;
+  switch (a) { /* the common ones in one pass; the others after the affine pass */
+  case CNNB_ACT_LINEAR:
+    for (i = 0; i < n; i++) x[i] = scale * x[i] + shift;
+    break;
+  case CNNB_ACT_RELU:
+    for (i = 0; i < n; i++) {
+      const float v = scale * x[i] + shift;
+      x[i] = v > 0.f ? v : 0.f;
+    }
+    break;
+  case CNNB_ACT_LEAKY:
+    for (i = 0; i < n; i++) {
+      const float v = scale * x[i] + shift;
+      x[i] = v > 0.f ? v : 0.1f * v;
+    }
+    break;
+  default:
+    for (i = 0; i < n; i++) x[i] = scale * x[i] + shift;
+    cnnb_act_forward(a, x, n);
+    break;
   }
 }
 

@@ -369,8 +369,26 @@ static void output_row2(const float *m, size_t ld, int tw, float *restrict y00, 
  * row's tiles are contiguous in M, and so are consecutive tile rows): four arrays of n floats
  * (o: 4*n), then interleaved row by row into the output without the odd column or row past the
  * edge; separate loops, so that the first one runs long and vectorises. */
+/* The epilogue (cnnb_wino_ep) of filter f over the output rows that tile rows r0..r0+nr-1 of
+ * m x m tiles wrote, while they are in cache: one call per run of rows in one output plane
+ * (the block may span samples), not one per row (13-float rows made the calls cost more than
+ * the arithmetic). */
+static void ep_block(const cnnb_wino_ep *ep, int f, float *out, int F, int oh, int ow, int th, int m, size_t r0,
+                     int nr)
+{
+  const float a = ep->scale ? ep->scale[f] : 1.f, c = ep->shift ? ep->shift[f] : 0.f;
+  for (int q = 0; q < nr;) {
+    const size_t b = (r0 + (size_t)q) / (size_t)th;
+    const int ty = (int)((r0 + (size_t)q) % (size_t)th);
+    const int k = th - ty < nr - q ? th - ty : nr - q; /* tile rows left in this plane */
+    const int y0 = m * ty, y1 = m * (ty + k) < oh ? m * (ty + k) : oh;
+    cnnb_act_affine(ep->act, out + ((b * (size_t)F + (size_t)f) * oh + (size_t)y0) * ow, (size_t)(y1 - y0) * ow, a, c);
+    q += k;
+  }
+}
+
 static void output_transform2(const float *M, int F, int oh, int ow, int th, int tw, size_t r0, int nr, int T,
-                              float *out, float *o)
+                              float *out, float *o, const cnnb_wino_ep *ep)
 {
   const size_t fT = (size_t)F * T, ohw = (size_t)oh * ow, n = (size_t)nr * tw;
   float *restrict y00 = o, *restrict y01 = o + n, *restrict y10 = o + 2 * n, *restrict y11 = o + 3 * n;
@@ -395,6 +413,7 @@ static void output_transform2(const float *M, int F, int oh, int ow, int th, int
         if (ow & 1) dst[ow - 1] = y10[j + tw - 1];
       }
     }
+    if (ep) ep_block(ep, f, out, F, oh, ow, th, 2, r0, nr);
   }
 }
 
@@ -434,7 +453,7 @@ static void at6_row(int n, const float *restrict e0, const float *restrict e1, c
  * four outputs per tile straight into each output row; the last tile's columns and the last
  * tile row's rows past the edge are dropped. */
 static void output_transform4(const float *M, int F, int oh, int ow, int th, int tw, size_t r0, int nr, int T,
-                              float *out, float *t)
+                              float *out, float *t, const cnnb_wino_ep *ep)
 {
   const size_t fT = (size_t)F * T, ohw = (size_t)oh * ow, n = (size_t)nr * tw, n6 = 6 * n;
   const int full = ow / 4, rem = ow - 4 * full;
@@ -462,11 +481,18 @@ static void output_transform4(const float *M, int F, int oh, int ow, int th, int
         }
       }
     }
+    if (ep) ep_block(ep, f, out, F, oh, ow, th, 4, r0, nr);
   }
 }
 
 int cnnb_wino_forward_tile(cnnb_wino **stp, int m, const float *weights, int F, int C, const float *in, int B,
                            int H, int W, int pad, float *out)
+{
+  return cnnb_wino_forward_ep(stp, m, weights, F, C, in, B, H, W, pad, out, NULL);
+}
+
+int cnnb_wino_forward_ep(cnnb_wino **stp, int m, const float *weights, int F, int C, const float *in, int B,
+                         int H, int W, int pad, float *out, const cnnb_wino_ep *ep)
 {
   const int oh = H + 2 * pad - 2, ow = W + 2 * pad - 2;
   if (oh < 1 || ow < 1 || B < 1 || F < 1 || C < 1) return -1;
@@ -521,9 +547,9 @@ int cnnb_wino_forward_tile(cnnb_wino **stp, int m, const float *weights, int F, 
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, F, n, C, 1.f, U + xi * fc, C, V + (size_t)xi * C * T,
                   (int)T, 0.f, M + (size_t)xi * F * T, (int)T);
     if (four)
-      output_transform4(M, F, oh, ow, th, tw, r0, nr, (int)T, out, buf);
+      output_transform4(M, F, oh, ow, th, tw, r0, nr, (int)T, out, buf, ep);
     else
-      output_transform2(M, F, oh, ow, th, tw, r0, nr, (int)T, out, buf);
+      output_transform2(M, F, oh, ow, th, tw, r0, nr, (int)T, out, buf, ep);
   }
   pthread_mutex_unlock(&scratch_lock);
   wino_count++;

@@ -11,6 +11,8 @@
 #ifndef CNNB_WINOGRAD_H
 #define CNNB_WINOGRAD_H
 
+#include "cnnb/layer.h"
+
 typedef struct cnnb_wino cnnb_wino;
 
 /* 0 when the environment has CNNB_WINOGRAD=0 (or any value starting with 0), else 1. */
@@ -37,6 +39,18 @@ int cnnb_wino_forward(cnnb_wino **st, const float *weights, int F, int C, const 
 /* The same with the tile size m (2 or 4; anything else: cnnb_wino_tile's choice). */
 int cnnb_wino_forward_tile(cnnb_wino **st, int m, const float *weights, int F, int C, const float *in, int B,
                            int H, int W, int pad, float *out);
+
+/* What cnnb_wino_forward_ep applies to each output row as it is written, per filter f:
+ * out = act(scale[f] * out + shift[f]) (scale NULL: 1; shift NULL: 0), e.g. a bias, or batch
+ * norm folded for inference, and the activation: one pass less over the output. */
+typedef struct cnnb_wino_ep {
+  const float *scale, *shift;
+  cnnb_act act;
+} cnnb_wino_ep;
+
+/* cnnb_wino_forward_tile, then ep (NULL: none) on every output row while it is in cache. */
+int cnnb_wino_forward_ep(cnnb_wino **st, int m, const float *weights, int F, int C, const float *in, int B,
+                         int H, int W, int pad, float *out, const cnnb_wino_ep *ep);
 
 void cnnb_wino_free(cnnb_wino *st);
 

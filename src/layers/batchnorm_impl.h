@@ -39,6 +39,11 @@ void cnnb_bn_init(cnnb_bn *bn, cnnb_layer *l);
 void cnnb_bn_forward(cnnb_bn *bn, cnnb_layer *l, float *x, int batch, int train);
 /* The same, then the activation act applied to the result in the same pass (y = act(bn(x))). */
 void cnnb_bn_forward_act(cnnb_bn *bn, cnnb_layer *l, float *x, int batch, int train, cnnb_act act);
+/* Inference's batch norm as one affine map per channel, y = a*x + b with a = scales/sqrt(rolling
+ * variance + eps) and b = biases - rolling mean * a (computed in double; a or b may be NULL).
+ * Nets that cannot backpropagate normalise this way, and the convolution folds it into its
+ * output transform. */
+void cnnb_bn_fold(cnnb_bn *bn, const cnnb_layer *l, float *a, float *b);
 /* From dy = dL/dy computes dL/dx: written into dx (which may alias dy) when accumulate is 0,
  * added into dx when 1; dx may be NULL (parameter gradients only). Adds dL/dscales and
  * dL/dbiases into their grads when those exist. */

@@ -46,6 +46,7 @@ typedef struct conv_priv {
   int wino_ok;      /* 3x3, stride 1, groups 1: Winograd at inference when large enough (winograd.h) */
   cnnb_wino *wino;  /* its transformed-filter cache, made by the first such forward */
   cnnb_bn bn;
+  float *fold;      /* batch norm: 2 x filters, its scale and shift folded for inference */
 } conv_priv;
 
 
@@ -113,6 +114,11 @@ static int conv_setup(cnnb_layer *l, cnnb_cfg_section *s, cnnb_net *net)
   if (bn_on) {
     if ((rc = cnnb_bn_setup(&p->bn, l, filters, l->out.h * l->out.w, net)) < 0) goto fail;
     p->p_biases = p->bn.p_biases;
+    if (!(p->fold = malloc(sizeof(float) * 2 * (size_t)filters))) {
+      cnnb_bn_free(&p->bn);
+      rc = cnnb_error(CNNB_ENOMEM, "out of memory");
+      goto fail;
+    }
   } else {
     int bd[1] = {filters};
     if ((rc = p->p_biases = cnnb_layer_param(l, "biases", 1, 1, bd)) < 0) goto fail;
@@ -149,6 +155,7 @@ static int conv_setup(cnnb_layer *l, cnnb_cfg_section *s, cnnb_net *net)
       free(p->taps);
       l->priv = NULL;
       if (bn_on) cnnb_bn_free(&p->bn);
+      free(p->fold);
       rc = cnnb_error(CNNB_ENOMEM, "out of memory");
       goto fail;
     }
@@ -461,11 +468,18 @@ static void conv_bias_act(cnnb_layer *l, int s0, int s1)
   cnnb_act_forward(l->act, l->output + (size_t)s0 * F * ohw, (size_t)(s1 - s0) * F * ohw);
 }
 
+/* ep (NULL: nothing) on n floats of channel f at o. */
+static void ep_apply(const cnnb_wino_ep *ep, int f, float *o, size_t n)
+{
+  if (ep) cnnb_act_affine(ep->act, o, n, ep->scale ? ep->scale[f] : 1.f, ep->shift ? ep->shift[f] : 0.f);
+}
+
 /* Samples s0..s1-1 through the im2col path, with ws as scratch (l->workspace floats): chunks of
  * p->chunk samples as one GEMM, one sample straight into the output, or a large image in bands
- * (conv_setup). Without batch norm, bias and activation too (per sample, so a thread finishes its
- * own samples). */
-static void conv_forward_samples(cnnb_layer *l, cnnb_net *net, int s0, int s1, float *ws)
+ * (conv_setup). ep (bias or folded batch norm, and the activation; NULL when batch norm
+ * follows) is applied as each band, sample or chunk is written, while it is in cache, and per
+ * sample, so that a thread finishes its own samples. */
+static void conv_forward_samples(cnnb_layer *l, cnnb_net *net, int s0, int s1, float *ws, const cnnb_wino_ep *ep)
 {
   conv_priv *p = l->priv;
   const int C = l->in.c, H = l->in.h, W = l->in.w, F = p->filters, G = p->groups;
@@ -484,6 +498,7 @@ static void conv_forward_samples(cnnb_layer *l, cnnb_net *net, int s0, int s1, f
           cnnb_im2col_rows(in_at(l, b0, g, cg), cg, H, W, p->size, p->stride, p->pad, y0, y1, ws, (size_t)n);
           cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, fg, n, kk, 1.f, wg, kk, ws, n, 0.f,
                       out + (size_t)y0 * ow, ohw);
+          for (int f = 0; ep && f < fg; f++) ep_apply(ep, g * fg + f, out + (size_t)f * ohw + (size_t)y0 * ow, (size_t)n);
         }
         continue;
       }
@@ -493,8 +508,9 @@ static void conv_forward_samples(cnnb_layer *l, cnnb_net *net, int s0, int s1, f
           cnnb_im2col(col, cg, H, W, p->size, p->stride, p->pad, ws);
           col = ws;
         }
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, fg, ohw, kk, 1.f, wg, kk, col, ohw, 0.f,
-                    l->output + ((size_t)b0 * F + (size_t)g * fg) * ohw, ohw);
+        float *out = l->output + ((size_t)b0 * F + (size_t)g * fg) * ohw;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, fg, ohw, kk, 1.f, wg, kk, col, ohw, 0.f, out, ohw);
+        for (int f = 0; ep && f < fg; f++) ep_apply(ep, g * fg + f, out + (size_t)f * ohw, (size_t)ohw);
         continue;
       }
       /* columns of the chunk side by side: sample i at column i*ohw */
@@ -510,11 +526,11 @@ static void conv_forward_samples(cnnb_layer *l, cnnb_net *net, int s0, int s1, f
           float *o = out + (size_t)f * ohw;
           const float *r = res + (size_t)f * ld + (size_t)i * ohw;
           for (int j = 0; j < ohw; j++) o[j] = r[j];
+          ep_apply(ep, g * fg + f, o, (size_t)ohw);
         }
       }
     }
   }
-  if (!p->bn_on) conv_bias_act(l, s0, s1);
 }
 
 /* A region of the net's pool: thread t takes its share of the batch (core/parallel.h). In
@@ -526,6 +542,7 @@ static void conv_forward_samples(cnnb_layer *l, cnnb_net *net, int s0, int s1, f
 typedef struct conv_job {
   cnnb_layer *l;
   cnnb_net *net;
+  const cnnb_wino_ep *ep; /* forward's epilogue (conv_forward_samples) */
 } conv_job;
 
 static void chunk_range(const cnnb_layer *l, const cnnb_net *net, int t, int n, int *lo, int *hi)
@@ -547,7 +564,7 @@ static void conv_forward_task(void *ctx, int t, int n)
   conv_job *j = ctx;
   int lo, hi;
   chunk_range(j->l, j->net, t, n, &lo, &hi);
-  if (lo < hi) conv_forward_samples(j->l, j->net, lo, hi, cnnb_net_thread_ws(j->net, t));
+  if (lo < hi) conv_forward_samples(j->l, j->net, lo, hi, cnnb_net_thread_ws(j->net, t), j->ep);
 }
 
 static void conv_forward(cnnb_layer *l, cnnb_net *net)
@@ -555,26 +572,34 @@ static void conv_forward(cnnb_layer *l, cnnb_net *net)
   conv_priv *p = l->priv;
   const int C = l->in.c, H = l->in.h, W = l->in.w, F = p->filters;
   const float *weights = l->param[p->p_weights].data;
-  int bias_pending = 1; /* the direct, window and Winograd paths leave bias and activation */
-  if (p->depthwise)
+  /* A net that cannot backpropagate keeps no batch-norm xhat: its batch norm is one affine map
+   * per channel, applied with the bias and the activation by the GEMM and Winograd paths as
+   * they write the output (ep), instead of two more passes over it. e is NULL when batch norm
+   * with batch statistics follows. */
+  const int fold = p->bn_on && !net->backprop;
+  if (fold) cnnb_bn_fold(&p->bn, l, p->fold, p->fold + F);
+  const cnnb_wino_ep ep = {fold ? p->fold : NULL, fold ? p->fold + F : l->param[p->p_biases].data, l->act};
+  const cnnb_wino_ep *e = p->bn_on && !fold ? NULL : &ep;
+  int applied = 1; /* e applied by the path that wrote the output (not the depthwise and window ones) */
+  if (p->depthwise) {
     conv_forward_dw(l, net);
-  else if (p->window)
+    applied = 0;
+  } else if (p->window) {
     conv_forward_window(l, net);
-  /* Winograd when not training (cnnb_wino_forward returns -1 only when out of memory) */
-  else if (!(p->wino_ok && !net->train && cnnb_wino_enabled() &&
-             cnnb_wino_worth(net->batch, C, F, l->out.h, l->out.w) &&
-             cnnb_wino_forward(&p->wino, weights, F, C, l->input, net->batch, H, W, p->pad, l->output) == 0)) {
-    if (net->pool && net->batch > 1) {
-      conv_job j = {l, net};
-      cnnb_pool_run(net->pool, conv_forward_task, &j);
-    } else {
-      conv_forward_samples(l, net, 0, net->batch, net->workspace);
-    }
-    bias_pending = 0; /* conv_forward_samples adds them per sample unless batch norm follows */
+    applied = 0;
+  } else if (p->wino_ok && !net->train && cnnb_wino_enabled() && cnnb_wino_worth(net->batch, C, F, l->out.h, l->out.w) &&
+             cnnb_wino_forward_ep(&p->wino, 0, weights, F, C, l->input, net->batch, H, W, p->pad, l->output, e) == 0) {
+    /* Winograd when not training (it returns -1 only when out of memory: then im2col) */
+  } else if (net->pool && net->batch > 1) {
+    conv_job j = {l, net, e};
+    cnnb_pool_run(net->pool, conv_forward_task, &j);
+  } else {
+    conv_forward_samples(l, net, 0, net->batch, net->workspace, e);
   }
-  if (p->bn_on) /* normalise, scale, shift and activate in one pass */
+  if (applied && e) return;
+  if (p->bn_on) /* normalise, scale, shift and activate in one pass (one affine pass when folded) */
     cnnb_bn_forward_act(&p->bn, l, l->output, net->batch, net->train, l->act);
-  else if (bias_pending)
+  else
     conv_bias_act(l, 0, net->batch);
 }
 
@@ -693,7 +718,7 @@ static void conv_backward(cnnb_layer *l, cnnb_net *net)
     conv_backward_samples(l, net, 0, net->batch, net->workspace, gw);
     return;
   }
-  conv_job j = {l, net};
+  conv_job j = {l, net, NULL};
   cnnb_pool_run(net->pool, conv_backward_task, &j);
   add_thread_grads(l, net, gw);
 }
@@ -706,6 +731,7 @@ static void conv_free(cnnb_layer *l)
   free(p->wwin);
   free(p->taps);
   cnnb_wino_free(p->wino);
+  free(p->fold);
   free(p);
   l->priv = NULL;
 }
