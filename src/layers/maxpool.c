@@ -10,6 +10,7 @@
 #include <float.h>
 #include <stdlib.h>
 
+#include "core/simd.h"
 #include "cnnb/error.h"
 #include "cnnb/layer.h"
 #include "cnnb/net.h"
@@ -95,6 +96,19 @@ static inline void maxpool_forward_2x2(const float *in, float *out, int *am, int
     }
 }
 
+/* One output row of maxpool_forward_2x2 without the winners (inference), from input rows a
+ * and b: the same selects, which vectorise (8 wide where the CPU has AVX2). */
+CNNB_CLONES static void max2x2_row(const float *restrict a, const float *restrict b, float *restrict o, int OW)
+{
+  for (int j = 0; j < OW; j++) {
+    float best = a[2 * j];
+    best = a[2 * j + 1] > best ? a[2 * j + 1] : best;
+    best = b[2 * j] > best ? b[2 * j] : best;
+    best = b[2 * j + 1] > best ? b[2 * j + 1] : best;
+    o[j] = best;
+  }
+}
+
 /* Any window, stride and padding: the part of each window inside the image is found once per
  * output (no bounds test per element), and the running maximum is kept by selects, with the same
  * winner as a compare-and-branch loop (the first maximum in row-major window order; a NaN first
@@ -155,7 +169,12 @@ static inline void forward_samples(cnnb_layer *l, int lo, int hi, const int keep
   const int off = -p->pad / 2;
   const size_t insz = cnnb_shape_size(l->in), outsz = cnnb_shape_size(l->out);
   if (p->size == 2 && p->stride_x == 2 && p->stride_y == 2 && off == 0 && 2 * OH <= H && 2 * OW <= W) {
-    for (int b = lo; b < hi; b++)
+    for (int b = lo; b < hi && !keep; b++)
+      for (int r = 0; r < C * OH; r++) { /* output row r = (c, i) reads input rows 2r, 2r + 1 of plane c */
+        const float *a = l->input + b * insz + ((size_t)(r / OH) * H + 2 * (size_t)(r % OH)) * W;
+        max2x2_row(a, a + W, l->output + b * outsz + (size_t)r * OW, OW);
+      }
+    for (int b = lo; b < hi && keep; b++)
       maxpool_forward_2x2(l->input + b * insz, l->output + b * outsz, keep ? p->argmax + b * outsz : NULL, C, H, W,
                           OH, OW, keep);
     return;
