@@ -78,6 +78,18 @@ static void test_letterbox(void)
   float out3[27];
   cnnb_letterbox(im2, 2, 2, 1, out3, 3, 3, 3, scratch);
   for (int i = 0; i < 9; i++) CNNB_ASSERT_NEAR(out3[18 + i], want[i], 1e-7);
+  /* a 1 x 8 strip into 4 x 4 resizes to one row (Darknet's scale divides by rows - 1 = 0):
+   * row 1 holds pixels 0, 2 1/3, 4 2/3 and 7 of 36*i, i.e. 0, 84, 168, 252; and the 8 x 1
+   * strip the same down column 1 */
+  const unsigned char strip[8] = {0, 36, 72, 108, 144, 180, 216, 252};
+  const float line[4] = {0, 84 / 255.f, 168 / 255.f, 252 / 255.f};
+  for (int tall = 0; tall < 2; tall++) {
+    cnnb_letterbox(strip, tall ? 8 : 1, tall ? 1 : 8, 1, out, 4, 4, 1, scratch);
+    for (int i = 0; i < 16; i++) {
+      const int along = tall ? i / 4 : i % 4, across = tall ? i % 4 : i / 4;
+      CNNB_ASSERT_NEAR(out[i], across == 1 ? line[along] : 0.5f, 1e-6);
+    }
+  }
 }
 
 static void test_yolo_decode(void)
