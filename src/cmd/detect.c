@@ -24,6 +24,7 @@
 #include "cnnb/detect.h"
 #include "cnnb/error.h"
 #include "cnnb/imageset.h"
+#include "model/stem.h"
 
 /* One detection row as kept in memory and in chunk files. */
 typedef struct det_row {
@@ -107,6 +108,7 @@ int cnnb_cmd_detect(int argc, char **argv)
   cnnb_dist d;
   cnnb_dist_init(&d, MPI_COMM_WORLD);
   cnnb_net *net = NULL;
+  cnnb_stem stem = {0};
   cnnb_imageset *set = NULL;
   cnnb_outfile *of = NULL;
   float *x = NULL, *scratch = NULL;
@@ -125,6 +127,7 @@ int cnnb_cmd_detect(int argc, char **argv)
   if (!rc && !cnnb_detect_has_heads(net))
     rc = cnnb_error(CNNB_ECFG, "%s: no [yolo] or [region] layer: not a detection model", pos[0]);
   if (!rc) rc = cnnb_weights_load(net, weights);
+  if (!rc) cnnb_stem_install(&stem, net); /* yolov3-tiny's first conv and pool, fused */
   if (!rc) rc = cnnb_imageset_open(&set, data);
   if (!rc && !(cls_names = class_names(names, cnnb_detect_num_classes(net))))
     rc = names ? CNNB_EIO : cnnb_error(CNNB_ENOMEM, "out of memory");
@@ -277,6 +280,7 @@ done:
   free(buf);
   free(cls_names);
   cnnb_imageset_close(set);
+  if (net) cnnb_stem_remove(&stem, net);
   cnnb_net_free(net);
   return rc == CNNB_EINTR ? CNNB_EXIT_STOPPED : rc ? CNNB_EXIT_FAIL : CNNB_EXIT_OK;
 }

@@ -193,9 +193,7 @@ void cnnb_bn_fold(cnnb_bn *bn, const cnnb_layer *l, float *a, float *b)
   const float *rmean = l->param[bn->p_mean].data, *rvar = l->param[bn->p_var].data;
   double *da = bn->acc + 3 * C + 1, *db = bn->acc + 2 * C + 1;
   for (int f = 0; f < C; f++) {
-    const double inv = 1.0 / sqrt((double)rvar[f] + CNNB_BN_EPS);
-    da[f] = g[f] * inv;
-    db[f] = s[f] - rmean[f] * da[f];
+    cnnb_bn_fold1(g[f], s[f], rmean[f], rvar[f], &da[f], &db[f]);
     if (a) a[f] = (float)da[f];
     if (b) b[f] = (float)db[f];
   }

@@ -13,6 +13,7 @@
 #ifndef CNNB_BATCHNORM_IMPL_H
 #define CNNB_BATCHNORM_IMPL_H
 
+#include <math.h>
 #include <stddef.h>
 
 #include "cnnb/layer.h"
@@ -39,6 +40,15 @@ void cnnb_bn_init(cnnb_bn *bn, cnnb_layer *l);
 void cnnb_bn_forward(cnnb_bn *bn, cnnb_layer *l, float *x, int batch, int train);
 /* The same, then the activation act applied to the result in the same pass (y = act(bn(x))). */
 void cnnb_bn_forward_act(cnnb_bn *bn, cnnb_layer *l, float *x, int batch, int train, cnnb_act act);
+/* One channel's inference batch norm as y = a*x + b: a = g / sqrt(var + eps), b = s - mean * a,
+ * in double (cnnb_bn_fold, and the fused stem of src/model/stem.c, round them to float). */
+static inline void cnnb_bn_fold1(float g, float s, float mean, float var, double *a, double *b)
+{
+  const double inv = 1.0 / sqrt((double)var + CNNB_BN_EPS);
+  *a = g * inv;
+  *b = s - mean * *a;
+}
+
 /* Inference's batch norm as one affine map per channel, y = a*x + b with a = scales/sqrt(rolling
  * variance + eps) and b = biases - rolling mean * a (computed in double; a or b may be NULL).
  * Nets that cannot backpropagate normalise this way, and the convolution folds it into its

@@ -19,7 +19,7 @@
 #include "cnnb/match.h"
 #include "cnnb/net.h"
 #include "layers/heads.h"
-#include "model/faces_stem.h"
+#include "model/stem.h"
 
 struct cnnb_faces {
   cnnb_faces_opts o;
@@ -33,7 +33,7 @@ struct cnnb_faces {
   size_t dxcap;
   cnnb_det *dets;
   size_t ndets;
-  cnnb_faces_stem stem;        /* the detector's first convolution and pool, fused */
+  cnnb_stem stem;        /* the detector's first convolution and pool, fused */
 };
 
 cnnb_faces_opts cnnb_faces_opts_default(void)
@@ -108,7 +108,7 @@ int cnnb_faces_open(cnnb_faces **out, const char *dir, const cnnb_faces_opts *o)
       if (cnnb_region_info(&f->net[0]->layers[i], &na, &nc)) f->region = &f->net[0]->layers[i];
     }
     if (!f->region) rc = cnnb_error(CNNB_ECFG, "%s: no [region] layer: not a face detector", f->path[0]);
-    else cnnb_faces_stem_install(&f->stem, f->net[0]);
+    else cnnb_stem_install(&f->stem, f->net[0]);
     const cnnb_layer *lm = rc ? NULL : cnnb_net_output_layer(f->net[1]);
     const cnnb_layer *de = rc ? NULL : cnnb_net_output_layer(f->net[2]);
     if (!rc && cnnb_shape_size(lm->out) != 2 * CNNB_FACE_POINTS)
@@ -140,7 +140,7 @@ int cnnb_faces_open(cnnb_faces **out, const char *dir, const cnnb_faces_opts *o)
 void cnnb_faces_close(cnnb_faces *f)
 {
   if (!f) return;
-  if (f->net[0]) cnnb_faces_stem_remove(&f->stem, f->net[0]);
+  if (f->net[0]) cnnb_stem_remove(&f->stem, f->net[0]);
   for (int k = 0; k < 3; k++) {
     cnnb_net_free(f->net[k]);
     free(f->path[k]);
