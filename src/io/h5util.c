@@ -3,14 +3,51 @@
 #include "io/h5util.h"
 
 #include "cnnb/error.h"
+#include "io/inflate.h"
 
 #include <errno.h>
+#include <stdint.h>
+#include <zlib.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 void cnnb_h5_quiet(void) { H5Eset_auto2(H5E_DEFAULT, NULL, NULL); }
+
+int cnnb_h5_deflate_only(hid_t dcpl)
+{
+  unsigned flags, cd[8];
+  size_t ncd = 8;
+  return H5Pget_layout(dcpl) == H5D_CHUNKED && H5Pget_nfilters(dcpl) == 1 &&
+         H5Pget_filter2(dcpl, 0, &flags, &ncd, cd, 0, NULL, NULL) == H5Z_FILTER_DEFLATE;
+}
+
+int cnnb_h5_read_deflate_chunk(hid_t d, const hsize_t *off, void *dst, size_t n, unsigned char **zbuf, size_t *zcap)
+{
+  hsize_t zs = 0;
+  uint32_t mask = 0;
+  if (H5Dget_chunk_storage_size(d, off, &zs) < 0 || zs == 0) return -1; /* 0: never written */
+  if (zs > *zcap) {
+    unsigned char *z = realloc(*zbuf, zs);
+    if (!z) return CNNB_ENOMEM;
+    *zbuf = z, *zcap = zs;
+  }
+  if (H5Dread_chunk(d, H5P_DEFAULT, off, &mask, *zbuf) < 0) return -1;
+  if (mask & 1) { /* stored without the filter (HDF5 does that when deflate would not shrink it) */
+    if (zs != n) return -1;
+    memcpy(dst, *zbuf, n);
+    return 0;
+  }
+  size_t got = 0;
+  int zr = cnnb_inflate_enabled() ? cnnb_inflate_zlib(*zbuf, (size_t)zs, dst, n, &got) : CNNB_INFLATE_UNSUPPORTED;
+  if (zr == CNNB_INFLATE_UNSUPPORTED) { /* a preset dictionary, or CNNB_INFLATE=zlib */
+    uLongf zn = (uLongf)n;
+    zr = uncompress(dst, &zn, *zbuf, (uLong)zs) == Z_OK ? CNNB_INFLATE_OK : CNNB_INFLATE_CORRUPT;
+    got = zn;
+  }
+  return zr == CNNB_INFLATE_OK && got == n ? 0 : -1;
+}
 
 int cnnb_h5_check_file(const char *path)
 {

@@ -6,6 +6,17 @@
 
 /* Turns off HDF5's automatic error stack printing so that only our one-line message shows. */
 void cnnb_h5_quiet(void);
+/* 1 when the dataset creation property list dcpl is chunked with deflate as its only filter
+ * (what import and h5py's gzip write): its chunks can be read by cnnb_h5_read_deflate_chunk. */
+int cnnb_h5_deflate_only(hid_t dcpl);
+/* The chunk of d at coordinates off read as stored (H5Dread_chunk) and decoded by the
+ * project's DEFLATE decoder (io/inflate.h; zlib under CNNB_INFLATE=zlib or for a preset
+ * dictionary) into dst, which must receive exactly n bytes; a chunk HDF5 stored without the
+ * filter is copied. Skips HDF5's filter pipeline and chunk cache, and zlib. *zbuf, *zcap: the
+ * caller's scratch for the compressed bytes, grown here (free it). Returns 0, CNNB_ENOMEM, or
+ * -1 when HDF5 fails, the chunk was never written, or the data are corrupt (the caller names
+ * the file and dataset). */
+int cnnb_h5_read_deflate_chunk(hid_t d, const hsize_t *off, void *dst, size_t n, unsigned char **zbuf, size_t *zcap);
 /* 0 if PATH is a regular HDF5 file, else CNNB_EIO with "PATH: no such file" or
  * "PATH: not an HDF5 file". */
 int cnnb_h5_check_file(const char *path);
