@@ -12,7 +12,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <zlib.h>
 
 #include "cmd/args.h"
 #include "cmd/chunks.h"
@@ -143,12 +142,9 @@ static int reader_open(crop_reader *r, const char *path, const char *name, const
     chunkb = 1;
     for (int i = 0; i < k; i++) chunkb *= (size_t)cd[i];
     /* One crop per chunk compressed with deflate alone (what import and h5py write): each chunk
-     * is read as stored and inflated straight into the batch buffer, without HDF5's filter
-     * pipeline and its copy out of the chunk cache. */
-    unsigned flags, cdv[8];
-    size_t ncd = 8;
-    r->direct = k == r->rank && cd[0] == 1 && chunkb == r->rowb && H5Pget_nfilters(dcpl) == 1 &&
-                H5Pget_filter2(dcpl, 0, &flags, &ncd, cdv, 0, NULL, NULL) == H5Z_FILTER_DEFLATE;
+     * is read as stored and inflated by the project's decoder straight into the batch buffer,
+     * without HDF5's filter pipeline and its copy out of the chunk cache. */
+    r->direct = k == r->rank && cd[0] == 1 && chunkb == r->rowb && cnnb_h5_deflate_only(dcpl);
   }
   H5Sclose(sp);
   H5Pclose(dcpl);
@@ -175,24 +171,10 @@ static int reader_read(crop_reader *r, const char *path, long row0, long m, floa
   herr_t e = 0;
   if (r->direct) {
     for (long i = 0; i < m && e >= 0; i++) {
-      hsize_t off[4] = {(hsize_t)(row0 + i), 0, 0, 0}, zs = 0;
-      uint32_t mask = 0;
-      e = H5Dget_chunk_storage_size(r->d, off, &zs);
-      if (e >= 0 && zs > r->zcap) {
-        unsigned char *z = realloc(r->zbuf, zs);
-        if (!z) return cnnb_error(CNNB_ENOMEM, "%s: out of memory for crop %ld", path, row0 + i);
-        r->zbuf = z, r->zcap = zs;
-      }
-      if (e >= 0) e = H5Dread_chunk(r->d, H5P_DEFAULT, off, &mask, r->zbuf);
-      unsigned char *dst = r->buf + (size_t)i * r->rowb;
-      uLongf n = r->rowb;
-      if (e < 0) break;
-      if (mask & 1) { /* stored without the filter */
-        if (zs != r->rowb) e = -1;
-        else memcpy(dst, r->zbuf, r->rowb);
-      } else if (uncompress(dst, &n, r->zbuf, (uLong)zs) != Z_OK || n != r->rowb) {
-        e = -1;
-      }
+      hsize_t off[4] = {(hsize_t)(row0 + i), 0, 0, 0};
+      int zr = cnnb_h5_read_deflate_chunk(r->d, off, r->buf + (size_t)i * r->rowb, r->rowb, &r->zbuf, &r->zcap);
+      if (zr == CNNB_ENOMEM) return cnnb_error(CNNB_ENOMEM, "%s: out of memory for crop %ld", path, row0 + i);
+      if (zr) e = -1;
     }
   } else {
     hsize_t start[4] = {(hsize_t)row0, 0, 0, 0}, cnt[4];
