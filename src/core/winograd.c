@@ -364,11 +364,6 @@ static void output_row2(const float *m, size_t ld, int tw, float *restrict y00, 
   }
 }
 
-/* F(2x2,3x3): the 2x2 output tiles of tile rows r0 .. r0+nr-1 from M[xi][f][j] (leading
- * dimension T). For each filter, A^T m A of all n = nr*tw tiles of the block at once (a tile
- * row's tiles are contiguous in M, and so are consecutive tile rows): four arrays of n floats
- * (o: 4*n), then interleaved row by row into the output without the odd column or row past the
- * edge; separate loops, so that the first one runs long and vectorises. */
 /* The epilogue (cnnb_wino_ep) of filter f over the output rows that tile rows r0..r0+nr-1 of
  * m x m tiles wrote, while they are in cache: one call per run of rows in one output plane
  * (the block may span samples), not one per row (13-float rows made the calls cost more than
@@ -387,6 +382,11 @@ static void ep_block(const cnnb_wino_ep *ep, int f, float *out, int F, int oh, i
   }
 }
 
+/* F(2x2,3x3): the 2x2 output tiles of tile rows r0 .. r0+nr-1 from M[xi][f][j] (leading
+ * dimension T). For each filter, A^T m A of all n = nr*tw tiles of the block at once (a tile
+ * row's tiles are contiguous in M, and so are consecutive tile rows): four arrays of n floats
+ * (o: 4*n), then interleaved row by row into the output without the odd column or row past the
+ * edge; separate loops, so that the first one runs long and vectorises. */
 static void output_transform2(const float *M, int F, int oh, int ow, int th, int tw, size_t r0, int nr, int T,
                               float *out, float *o, const cnnb_wino_ep *ep)
 {

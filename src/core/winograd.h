@@ -40,7 +40,7 @@ int cnnb_wino_forward(cnnb_wino **st, const float *weights, int F, int C, const 
 int cnnb_wino_forward_tile(cnnb_wino **st, int m, const float *weights, int F, int C, const float *in, int B,
                            int H, int W, int pad, float *out);
 
-/* What cnnb_wino_forward_ep applies to each output row as it is written, per filter f:
+/* What cnnb_wino_forward_ep applies to the output as it is written, per filter f:
  * out = act(scale[f] * out + shift[f]) (scale NULL: 1; shift NULL: 0), e.g. a bias, or batch
  * norm folded for inference, and the activation: one pass less over the output. */
 typedef struct cnnb_wino_ep {
@@ -48,7 +48,8 @@ typedef struct cnnb_wino_ep {
   cnnb_act act;
 } cnnb_wino_ep;
 
-/* cnnb_wino_forward_tile, then ep (NULL: none) on every output row while it is in cache. */
+/* cnnb_wino_forward_tile with ep (NULL: none) applied to each block of output rows right after
+ * the output transform wrote it, while it is in cache. */
 int cnnb_wino_forward_ep(cnnb_wino **st, int m, const float *weights, int F, int C, const float *in, int B,
                          int H, int W, int pad, float *out, const cnnb_wino_ep *ep);
 
