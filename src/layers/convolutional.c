@@ -454,20 +454,6 @@ static void conv_backward_dw(cnnb_layer *l, cnnb_net *net, float *gw)
   add_thread_grads(l, net, gw);
 }
 
-/* Bias and activation of samples s0..s1-1 (no batch norm). */
-static void conv_bias_act(cnnb_layer *l, int s0, int s1)
-{
-  const conv_priv *p = l->priv;
-  const int F = p->filters, ohw = l->out.h * l->out.w;
-  const float *bias = l->param[p->p_biases].data;
-  for (int b = s0; b < s1; b++)
-    for (int f = 0; f < F; f++) {
-      float *o = l->output + ((size_t)b * F + f) * ohw;
-      for (int k = 0; k < ohw; k++) o[k] += bias[f];
-    }
-  cnnb_act_forward(l->act, l->output + (size_t)s0 * F * ohw, (size_t)(s1 - s0) * F * ohw);
-}
-
 /* ep (NULL: nothing) on n floats of channel f at o. */
 static void ep_apply(const cnnb_wino_ep *ep, int f, float *o, size_t n)
 {
@@ -597,10 +583,13 @@ static void conv_forward(cnnb_layer *l, cnnb_net *net)
     conv_forward_samples(l, net, 0, net->batch, net->workspace, e);
   }
   if (applied && e) return;
-  if (p->bn_on) /* normalise, scale, shift and activate in one pass (one affine pass when folded) */
+  if (p->bn_on) { /* normalise, scale, shift and activate in one pass (one affine pass when folded) */
     cnnb_bn_forward_act(&p->bn, l, l->output, net->batch, net->train, l->act);
-  else
-    conv_bias_act(l, 0, net->batch);
+    return;
+  }
+  const size_t ohw = (size_t)l->out.h * l->out.w; /* the depthwise and window paths: bias and activation */
+  for (int b = 0; b < net->batch; b++)
+    for (int f = 0; f < F; f++) ep_apply(&ep, f, l->output + ((size_t)b * F + f) * ohw, ohw);
 }
 
 /* dW (added into gw when not NULL) and dIn of samples s0..s1-1 through the im2col path, from
